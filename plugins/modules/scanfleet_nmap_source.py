@@ -1,0 +1,95 @@
+#!/usr/bin/python
+"""Ansible adapter over scanfleet.source: fetch and verify nmap sources once, on the controller."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: scanfleet_nmap_source
+short_description: Fetch and verify an nmap source on the controller, and compute the build id
+description:
+  - Thin adapter over the C(scanfleet.source) package. Run it on the controller
+    (C(delegate_to: localhost), C(run_once: true)).
+  - Fetches the source once into O(cache), verifies it (sha256, GPG, Debian .dsc) before anything is
+    unpacked, and returns the files to push to the hosts with their sha256, plus the build id.
+options:
+  kind: {description: upstream, archive or debian., type: str, required: true, choices: [upstream, archive, debian]}
+  version: {description: nmap version., type: str, required: true}
+  cache: {description: Controller directory for downloads., type: path, required: true}
+  url: {description: Upstream tarball URL (C({version}) is replaced)., type: str, default: ""}
+  sha256: {description: Expected sha256 of the archive or tarball., type: str, default: ""}
+  pinned: {description: Pinned upstream sha256 by version., type: dict, default: {}}
+  gpg_verify: {description: Verify the upstream detached signature., type: bool, default: false}
+  gpg_key: {description: Public key file for GPG verification., type: path, default: ""}
+  gpg_fingerprint: {description: Required signer fingerprint., type: str, default: ""}
+  archive: {description: Source archive on the controller., type: path, default: ""}
+  suite: {description: Debian suite of the source package., type: str, default: ""}
+  mirror: {description: Debian mirror (default the controller's)., type: str, default: ""}
+  patches: {description: Rendered patch texts (part of the build id)., type: list, elements: str, default: []}
+  configure_args: {description: configure arguments (part of the build id)., type: list, elements: str, default: []}
+author: scanfleet
+"""
+
+EXAMPLES = r"""
+- name: Fetch and verify the Debian source of nmap 7.95
+  scanfleet_nmap_source:
+    kind: debian
+    version: "7.95"
+    suite: trixie
+    cache: /var/cache/scanfleet
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+files: {description: Files to push (name, path on the controller, sha256)., type: list, returned: success}
+main: {description: The file to unpack (archive or .dsc)., type: str, returned: success}
+unpack: {description: How to unpack (tar or dpkg-source)., type: str, returned: success}
+verified_by: {description: Checks that passed., type: list, returned: success}
+build_id: {description: sha256 over version, source sums, patches and configure args., type: str, returned: success}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "kind": {"type": "str", "required": True, "choices": ["upstream", "archive", "debian"]},
+            "version": {"type": "str", "required": True},
+            "cache": {"type": "path", "required": True},
+            "url": {"type": "str", "default": ""},
+            "sha256": {"type": "str", "default": ""},
+            "pinned": {"type": "dict", "default": {}},
+            "gpg_verify": {"type": "bool", "default": False},
+            "gpg_key": {"type": "path", "default": ""},
+            "gpg_fingerprint": {"type": "str", "default": ""},
+            "archive": {"type": "path", "default": ""},
+            "suite": {"type": "str", "default": ""},
+            "mirror": {"type": "str", "default": ""},
+            "patches": {"type": "list", "elements": "str", "default": []},
+            "configure_args": {"type": "list", "elements": "str", "default": []},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        from scanfleet import ScanfleetError
+        from scanfleet.source import build_id, prepare
+    except ImportError as exc:
+        module.fail_json(msg=f"the scanfleet package is not importable by {exc}: run ansible from the "
+                             "project's virtualenv (make venv; . .venv/bin/activate)")
+    p = module.params
+    try:
+        source = prepare(p["kind"], p["version"], p["cache"], url=p["url"], sha256=p["sha256"],
+                         pinned=p["pinned"], gpg_verify=p["gpg_verify"], gpg_key=p["gpg_key"],
+                         gpg_fingerprint=p["gpg_fingerprint"], archive=p["archive"], suite=p["suite"],
+                         mirror=p["mirror"])
+    except ScanfleetError as exc:
+        module.fail_json(msg=str(exc))
+    result = source.to_dict()
+    result["build_id"] = build_id(p["version"], [f.sha256 for f in source.files], p["patches"],
+                                  p["configure_args"])
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from scanfleet.cli import main
+
+sys.exit(main())
