@@ -3,6 +3,7 @@
 #
 #   lab/lab.sh up [NAME=IP ...]      bring up the bridge, the apt proxy and the hosts (default: the 3 scanners)
 #   lab/lab.sh down [NAME ...]       end hosts (all when none named), then the proxy and the bridge
+#   lab/lab.sh gc                    end the bridge and apt proxy if no host is up any more
 #   lab/lab.sh status                list hosts with their state
 #   lab/lab.sh ssh NAME [CMD...]     ssh into a host as root
 #   lab/lab.sh exec NAME CMD...      run CMD inside a running host (its namespaces and root), as root
@@ -226,12 +227,18 @@ cmd_down() {
     for h in "$HOSTS_DIR"/*/; do [ -d "$h" ] && names+=("$(basename "$h")"); done
     for h in $(ip netns list 2>/dev/null | awk '$1 ~ /^sf-/ {print $1}'); do names+=("${h#sf-}"); done
   fi
-  for h in "${names[@]}"; do host_down "$h"; log "$h down"; done
-  if [ $# -eq 0 ]; then
-    end_pid "$LAB_DIR/acng/pid" TERM
-    ip link del "$LAB_BRIDGE" 2>/dev/null || true
-    log "bridge and apt proxy down"
-  fi
+  for h in $(printf '%s\n' "${names[@]}" | sort -u); do host_down "$h"; log "$h down"; done
+  [ $# -gt 0 ] || lab_infra_down
+}
+
+lab_infra_down() {
+  end_pid "$LAB_DIR/acng/pid" TERM
+  ip link del "$LAB_BRIDGE" 2>/dev/null || true
+  log "bridge and apt proxy down"
+}
+
+cmd_gc() {  # end the bridge and the apt proxy when no host runs any more (the apt cache is kept)
+  if [ -z "$(running_hosts)" ]; then lab_infra_down; else log "hosts still up: $(running_hosts | tr '\n' ' ')"; fi
 }
 
 cmd_status() {
@@ -262,8 +269,9 @@ case "${1:-}" in
   up) shift; cmd_up "$@" ;;
   down) shift; cmd_down "$@" ;;
   status) cmd_status ;;
+  gc) cmd_gc ;;
   exec) shift; cmd_exec "$@" ;;
   ssh) shift; cmd_ssh "$@" ;;
   key) echo "$SSH_KEY" ;;
-  *) echo "usage: $0 up [NAME=IP...] | down [NAME...] | status | ssh NAME [CMD] | exec NAME CMD | key" >&2; exit 2 ;;
+  *) echo "usage: $0 up [NAME=IP...] | down [NAME...] | gc | status | ssh NAME [CMD] | exec NAME CMD | key" >&2; exit 2 ;;
 esac

@@ -7,25 +7,70 @@ DOCUMENTATION = r"""
 module: scanfleet_nmap_source
 short_description: Fetch and verify an nmap source on the controller, and compute the build id
 description:
-  - Thin adapter over the C(scanfleet.source) package. Run it on the controller
-    (C(delegate_to: localhost), C(run_once: true)).
+  - "Thin adapter over the C(scanfleet.source) package. Run it on the controller
+    (C(delegate_to: localhost), C(run_once: true))."
   - Fetches the source once into O(cache), verifies it (sha256, GPG, Debian .dsc) before anything is
     unpacked, and returns the files to push to the hosts with their sha256, plus the build id.
 options:
-  kind: {description: upstream, archive or debian., type: str, required: true, choices: [upstream, archive, debian]}
-  version: {description: nmap version., type: str, required: true}
-  cache: {description: Controller directory for downloads., type: path, required: true}
-  url: {description: Upstream tarball URL (C({version}) is replaced)., type: str, default: ""}
-  sha256: {description: Expected sha256 of the archive or tarball., type: str, default: ""}
-  pinned: {description: Pinned upstream sha256 by version., type: dict, default: {}}
-  gpg_verify: {description: Verify the upstream detached signature., type: bool, default: false}
-  gpg_key: {description: Public key file for GPG verification., type: path, default: ""}
-  gpg_fingerprint: {description: Required signer fingerprint., type: str, default: ""}
-  archive: {description: Source archive on the controller., type: path, default: ""}
-  suite: {description: Debian suite of the source package., type: str, default: ""}
-  mirror: {description: Debian mirror (default the controller's)., type: str, default: ""}
-  patches: {description: Rendered patch texts (part of the build id)., type: list, elements: str, default: []}
-  configure_args: {description: configure arguments (part of the build id)., type: list, elements: str, default: []}
+  kind:
+    description: "upstream, archive or debian."
+    type: str
+    required: true
+    choices: [upstream, archive, debian]
+  version:
+    description: "nmap version."
+    type: str
+    required: true
+  cache:
+    description: "Controller directory for downloads."
+    type: path
+    required: true
+  url:
+    description: "Upstream tarball URL (C({version}) is replaced)."
+    type: str
+    default: ""
+  sha256:
+    description: "Expected sha256 of the archive or tarball."
+    type: str
+    default: ""
+  pinned:
+    description: "Pinned upstream sha256 by version."
+    type: dict
+    default: {}
+  gpg_verify:
+    description: "Verify the upstream detached signature."
+    type: bool
+    default: false
+  gpg_key:
+    description: "Public key file for GPG verification."
+    type: path
+    default: ""
+  gpg_fingerprint:
+    description: "Required signer fingerprint."
+    type: str
+    default: ""
+  archive:
+    description: "Source archive on the controller."
+    type: path
+    default: ""
+  suite:
+    description: "Debian suite of the source package."
+    type: str
+    default: ""
+  mirror:
+    description: "Debian mirror (default the controller's)."
+    type: str
+    default: ""
+  patches:
+    description: "Rendered patch texts (part of the build id)."
+    type: list
+    elements: str
+    default: []
+  configure_args:
+    description: "configure arguments (part of the build id)."
+    type: list
+    elements: str
+    default: []
 author: scanfleet
 """
 

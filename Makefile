@@ -1,0 +1,78 @@
+# scanfleet: one command for the demo, one for the tests, on a fresh Debian 12 machine as root.
+#   make demo   lab up, provision, (probes, distributed scan, merged report)
+#   make test   lint, unit tests, patch/build tests on nmap sources, molecule scenarios
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+ROOT := $(CURDIR)
+VENV := $(ROOT)/.venv
+BIN := $(VENV)/bin
+# Ansible and molecule keep their state inside the checkout, not in the user's home.
+export HOME := $(ROOT)/.cache/home
+export ANSIBLE_LOCAL_TEMP := $(ROOT)/.cache/ansible/tmp
+export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
+export PATH := $(BIN):$(PATH)
+export PYTHONDONTWRITEBYTECODE := 1
+
+# Debian packages: lab (debootstrap, apt proxy, iproute2), controller-side tools (xmllint, xsltproc,
+# gpg, dpkg-source), stock nmap for comparisons, and the build dependencies of the nmap sources the
+# tests patch and compile (7.93: Lua 5.3 + PCRE; 7.95/7.991: Lua 5.4 + PCRE2).
+APT_PACKAGES := python3 python3-venv python3-dev debootstrap apt-cacher-ng iproute2 util-linux \
+  openssh-client libxml2-utils xsltproc gnupg dpkg-dev patch xz-utils bzip2 nmap libcap2-bin \
+  build-essential libpcap-dev libssl-dev zlib1g-dev libssh2-1-dev liblinear-dev lua-lpeg-dev \
+  liblua5.3-dev liblua5.4-dev libpcre3-dev libpcre2-dev
+
+.PHONY: help deps venv lint unit build-test molecule test demo lab-up lab-down provision clean
+
+help:
+	@echo "make demo | make test | make lint | make unit | make lab-up | make lab-down | make clean"
+
+.cache/deps.stamp:
+	@mkdir -p .cache
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
+	@touch $@
+
+deps: .cache/deps.stamp
+
+$(BIN)/scanfleet: requirements.txt constraints.txt pyproject.toml | .cache/deps.stamp
+	test -x $(BIN)/python || /usr/bin/python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/pip install -q --no-deps -e .
+	@touch $@
+
+venv: $(BIN)/scanfleet
+	@mkdir -p $(HOME) $(ANSIBLE_LOCAL_TEMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint -q
+
+unit: venv
+	$(BIN)/pytest -q -m "not build and not lab" tests
+
+build-test: venv
+	$(BIN)/pytest -q -m build tests
+
+molecule: venv
+	cd $(ROOT) && $(BIN)/molecule test --all
+
+test: lint unit build-test molecule
+	lab/lab.sh gc
+
+lab-up: venv
+	lab/lab.sh up
+
+lab-down:
+	lab/lab.sh down
+
+provision: lab-up
+	$(BIN)/ansible-playbook playbooks/provision.yml
+	$(BIN)/ansible scanners -m ansible.builtin.command -a "/opt/scanfleet/nmap-current/bin/nmap --version" \
+	  --become --become-user scanfleet -o
+
+demo: provision
+
+clean: lab-down
+	rm -rf .cache results
