@@ -49,7 +49,8 @@ def main() -> int:
     args = parser.parse_args()
 
     share = os.path.realpath(os.path.join(os.path.dirname(args.nmap), "..", "share", "nmap"))
-    stock = open(os.path.join(share, "nmap-service-probes"), encoding="latin-1").read()
+    with open(os.path.join(share, "nmap-service-probes"), encoding="latin-1") as stock_file:
+        stock = stock_file.read()
     # The NULL probe's tcpwrappedms, explicit (stock says 3000 already).
     probes, count = re.subn(r"(?m)^tcpwrappedms \d+$", "tcpwrappedms 3000", stock, count=1)
     if count != 1:
@@ -73,8 +74,8 @@ def main() -> int:
 
     start = time.monotonic()
     proc = subprocess.run(
-        [args.nmap, "-sV", "--version-trace", "--versiondb", handle.name, "-Pn", "-n", "-p", f"{quick_port},{slow_port}",
-         "-oX", handle.name + ".xml", "127.0.0.1"],
+        [args.nmap, "-sV", "--version-trace", "--versiondb", handle.name, "-Pn", "-n",
+         "-p", f"{quick_port},{slow_port}", "-oX", handle.name + ".xml", "127.0.0.1"],
         capture_output=True, text=True, preexec_fn=drop, cwd="/", check=False,
         env={"PATH": "/usr/bin:/bin", "HOME": user.pw_dir},
     )
@@ -90,7 +91,7 @@ def main() -> int:
         xml_text = xml_file.read()
     os.unlink(handle.name + ".xml")
     sent = {port: len(re.findall(rf"Service scan sending probe \S+ to 127\.0\.0\.1:{port} ", proc.stdout))
-            for port in (quick_port, slow_port)}
+            for port in (quick_port, slow_port)}  # the NULL probe counts as one
     services = {}
     for port in ET.fromstring(xml_text).iter("port"):
         service = port.find("service")

@@ -1,0 +1,71 @@
+"""The role's patch templates apply without fuzz to every supported nmap source and carry the values."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from tests.patching import apply_patches, render_patches, role_configure_args
+
+
+def test_patches_apply_cleanly(nmap_tree, tmp_path):
+    patches = render_patches(tmp_path / "patches")
+    result = apply_patches(nmap_tree, patches, dry_run=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fuzz" not in result.stdout
+
+
+@pytest.mark.parametrize("values", [
+    {},
+    {"nmap_build_service_wait_ms": 450, "nmap_build_tcpwrapped_ms": 150,
+     "nmap_build_service_parallelism": 64, "nmap_build_nse_timeout_cap_ms": 750},
+])
+def test_patched_source_carries_the_values(nmap_tree, tmp_path, values):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ("service_scan.h", "service_scan.cc", "nse_nsock.cc"):
+        shutil.copy(nmap_tree / name, tree / name)
+    result = apply_patches(tree, render_patches(tmp_path / "patches", **values))
+    assert result.returncode == 0, result.stdout + result.stderr
+    wait = values.get("nmap_build_service_wait_ms", 300)
+    wrapped = values.get("nmap_build_tcpwrapped_ms", 200)
+    par = values.get("nmap_build_service_parallelism", 200)
+    cap = values.get("nmap_build_nse_timeout_cap_ms", 500)
+    header = (tree / "service_scan.h").read_text()
+    assert re.search(rf"^#define DEFAULT_SERVICEWAITMS {wait}\b", header, re.M)
+    assert re.search(rf"^#define DEFAULT_TCPWRAPPEDMS {wrapped}\b", header, re.M)
+    scan = (tree / "service_scan.cc").read_text()
+    # Neither per-probe wait from the probes file is assigned any more; both are still range-checked.
+    assert "newProbe->totalwaitms = waitms;" not in scan
+    assert "newProbe->tcpwrappedms = waitms;" not in scan
+    assert scan.count("bad totalwaitms value") == 1 and scan.count("bad tcpwrappedms value") == 1
+    assert f"if (o.timing_level >= 3) desired_par = {par};" in scan
+    assert f"o.max_parallelism : {max(par, 100)})" in scan
+    nse = (tree / "nse_nsock.cc").read_text()
+    assert f"if (timeout == -1 || timeout > {cap})\n    timeout = {cap};" in nse
+
+
+def test_patch_refuses_a_source_it_does_not_fit(nmap_tree, tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ("service_scan.h", "service_scan.cc", "nse_nsock.cc"):
+        shutil.copy(nmap_tree / name, tree / name)
+    text = (tree / "service_scan.cc").read_text().replace("desired_par = 20;", "desired_par = 25;")
+    (tree / "service_scan.cc").write_text(text)
+    result = apply_patches(tree, render_patches(tmp_path / "patches"))
+    assert result.returncode != 0
+    assert "FAILED" in result.stdout
+
+
+@pytest.mark.parametrize(("version", "present", "absent"), [
+    ("7.93", ["LIBS=-llua5.3-lpeg", "--with-liblua=/usr"], ["--without-libssh2"]),
+    ("7.95", ["--without-libssh2", "--without-ncat"], ["LIBS=-llua5.3-lpeg"]),
+])
+def test_role_configure_args(version, present, absent):
+    args = role_configure_args(version)
+    for arg in present:
+        assert arg in args
+    for arg in absent:
+        assert arg not in args
