@@ -1247,6 +1247,17 @@ def validate_with_nmap(merged_path: str | os.PathLike[str], nmap_binary: str = "
         raise ScanfleetError(f"could not run {nmap_binary} in an isolated network namespace (unshare --net, "
                              f"ip link set lo up): {message} (run as root, or allow unprivileged user "
                              "namespaces)")
+    raise ScanfleetError(explain_rejection(text, path, message, nmap_binary, origin_map))
+
+
+def explain_rejection(text: str, path: str, message: str, nmap_binary: str = "nmap",
+                      origin_map: Sequence[Origin] | Mapping[int, Origin] | None = None) -> str:
+    """Turn nmap's rejection MESSAGE of the probes file TEXT (called PATH) into an error naming the origin.
+
+    Used for a file nmap rejected here (validate_with_nmap) or on a scanner host (roles/nmap_probes):
+    the origin is the rule file's ``path:line`` when the line came from a rule file.
+    """
+    message = _nmap_message(message)
 
     def lookup(n: int) -> Origin | None:
         if origin_map is None:
@@ -1276,14 +1287,14 @@ def validate_with_nmap(merged_path: str | os.PathLike[str], nmap_binary: str = "
             elif "Exclude" in message and line.startswith("Exclude "):
                 where.append((n, lookup(n)))
     if not where:
-        raise ScanfleetError(f"{path}: nmap ({nmap_binary}) rejects the file: {message}")
+        return f"{path}: nmap ({nmap_binary}) rejects the file: {message}"
     n, origin = where[-1]
     shown = lines[n - 1].rstrip("\n") if 0 < n <= len(lines) else ""
     if len(shown) > 160:
         shown = shown[:157] + "..."
     place = origin.describe() if origin is not None else f"{path}:{n}"
-    raise ScanfleetError(f"{place}: nmap ({nmap_binary}) rejects this line: {message}\n"
-                         f"  line {n} of {path}: {shown}")
+    return (f"{place}: nmap ({nmap_binary}) rejects this line: {message}\n"
+            f"  line {n} of {path}: {shown}")
 
 
 # --------------------------------------------------------------------------------------------------
