@@ -55,8 +55,10 @@ unit: venv
 build-test: venv
 	$(BIN)/pytest -q -m build tests
 
+# Scenarios run one after the other (each brings its own lab hosts up and down).
+SCENARIOS ?= default
 molecule: venv
-	cd $(ROOT) && $(BIN)/molecule test --all
+	for scenario in $(SCENARIOS); do $(BIN)/molecule test -s $$scenario; done
 
 test: lint unit build-test molecule
 	lab/lab.sh gc

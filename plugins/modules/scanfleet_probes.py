@@ -15,10 +15,10 @@ description:
     the rule file's C(file:line) (give the same O(stock), O(rules) and options as for the merge)."
 options:
   state:
-    description: "merged or explained."
+    description: "merged, explained, or checked (parse and pre-check the rule files only, no stock file needed)."
     type: str
     default: merged
-    choices: [merged, explained]
+    choices: [merged, explained, checked]
   stock:
     description: "The stock nmap-service-probes (on the controller)."
     type: path
@@ -28,9 +28,8 @@ options:
     elements: path
     default: []
   dest:
-    description: "Where to write the merged file on the controller."
+    description: "Where to write the merged file on the controller (required unless O(state=checked))."
     type: path
-    required: true
   drop_exclude:
     description: "Remove the stock file's Exclude directive."
     type: bool
@@ -85,10 +84,10 @@ from ansible.module_utils.basic import AnsibleModule
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "state": {"type": "str", "default": "merged", "choices": ["merged", "explained"]},
+            "state": {"type": "str", "default": "merged", "choices": ["merged", "explained", "checked"]},
             "stock": {"type": "path"},
             "rules": {"type": "list", "elements": "path", "default": []},
-            "dest": {"type": "path", "required": True},
+            "dest": {"type": "path"},
             "drop_exclude": {"type": "bool", "default": False},
             "totalwaitms": {"type": "int"},
             "tcpwrappedms": {"type": "int"},
@@ -96,16 +95,37 @@ def main() -> None:
             "host_path": {"type": "str", "default": ""},
             "nmap_message": {"type": "str", "default": ""},
         },
-        required_if=[("state", "merged", ["stock"])],
+        required_if=[("state", "merged", ["stock", "dest"]), ("state", "explained", ["dest"])],
         supports_check_mode=True,
     )
     try:
         from scanfleet import ScanfleetError
-        from scanfleet.probes import encode, explain_rejection, merge_files, nmap_check_command, read_text
+        from scanfleet.probes import (
+            collect_rule_files,
+            encode,
+            explain_rejection,
+            merge_files,
+            nmap_check_command,
+            parse_rules_file,
+            precheck_rules,
+            raise_on_errors,
+            read_text,
+        )
     except ImportError as exc:
         module.fail_json(msg=f"the scanfleet package is not importable ({exc}): run ansible from the "
                              "project's virtualenv (make venv; . .venv/bin/activate)")
     p = module.params
+    if p["state"] == "checked":
+        try:
+            files = collect_rule_files(p["rules"])
+            warnings = []
+            for path in files:
+                problems = precheck_rules(parse_rules_file(path))
+                raise_on_errors(problems)
+                warnings += [str(problem) for problem in problems]
+        except ScanfleetError as exc:
+            module.fail_json(msg=str(exc))
+        module.exit_json(changed=False, files=[str(path) for path in files], problems=warnings)
     try:
         result = merge_files(p["stock"], p["rules"], drop_exclude=p["drop_exclude"],
                              totalwaitms=p["totalwaitms"], tcpwrappedms=p["tcpwrappedms"]) if p["stock"] else None
