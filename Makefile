@@ -21,7 +21,7 @@ APT_PACKAGES := python3 python3-venv python3-dev debootstrap apt-cacher-ng iprou
   build-essential libpcap-dev libssl-dev zlib1g-dev libssh2-1-dev liblinear-dev lua-lpeg-dev \
   liblua5.3-dev liblua5.4-dev libpcre3-dev libpcre2-dev
 
-.PHONY: help deps venv lint unit build-test molecule test demo lab-up lab-down provision clean
+.PHONY: help deps venv lint unit build-test lab-test molecule test demo lab-up lab-down provision clean
 
 help:
 	@echo "make demo | make test | make lint | make unit | make lab-up | make lab-down | make clean"
@@ -55,12 +55,16 @@ unit: venv
 build-test: venv
 	$(BIN)/pytest -q -m build tests
 
+# Tests against real lab hosts over SSH (bad input to the playbooks, probe rules against lab targets).
+lab-test: venv
+	$(BIN)/pytest -q -m lab tests
+
 # Scenarios run one after the other (each brings its own lab hosts up and down).
 SCENARIOS ?= default
 molecule: venv
 	for scenario in $(SCENARIOS); do $(BIN)/molecule test -s $$scenario; done
 
-test: lint unit build-test molecule
+test: lint unit build-test lab-test molecule
 	lab/lab.sh gc
 
 lab-up: venv
