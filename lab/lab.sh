@@ -109,7 +109,9 @@ ensure_bridge() {
   if ! ip link show "$LAB_BRIDGE" >/dev/null 2>&1; then
     ip link add "$LAB_BRIDGE" type bridge
   fi
-  ip addr show dev "$LAB_BRIDGE" | grep -q "inet $LAB_GW/24" || ip addr add "$LAB_GW/24" dev "$LAB_BRIDGE"
+  local addrs
+  addrs=$(ip -4 -o addr show dev "$LAB_BRIDGE")   # not piped into grep -q: under pipefail that races
+  [[ "$addrs" == *"inet $LAB_GW/24"* ]] || ip addr add "$LAB_GW/24" dev "$LAB_BRIDGE"
   ip link set "$LAB_BRIDGE" up
 }
 
@@ -154,11 +156,11 @@ running_hosts() {
 }
 
 close_ssh_masters() {  # end ansible's ssh ControlPersist masters to IP (they hold the namespace open)
+  # ansible.cfg names each master's socket HOST-PORT-USER (control_path), so the ones of this IP are known
+  # by name; `-O check` alone would answer for any master, whatever its host.
   local ip=$1 sock
-  [ -d "$CP_DIR" ] || return 0
-  for sock in "$CP_DIR"/*; do
+  for sock in "$CP_DIR"*/"$ip"-*; do
     [ -S "$sock" ] || continue
-    ssh -o ControlPath="$sock" -O check "$ip" >/dev/null 2>&1 || continue
     ssh -o ControlPath="$sock" -O exit "$ip" >/dev/null 2>&1 || true
   done
 }

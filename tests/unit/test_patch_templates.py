@@ -45,6 +45,7 @@ def test_patched_source_carries_the_values(nmap_tree, tmp_path, values):
     assert f"o.max_parallelism : {max(par, 100)})" in scan
     nse = (tree / "nse_nsock.cc").read_text()
     assert f"if (timeout == -1 || timeout > {cap})\n    timeout = {cap};" in nse
+    assert re.search(rf"^#define DEFAULT_TIMEOUT {cap}\b", nse, re.M)  # sockets no script sets a timeout on
 
 
 def test_patch_refuses_a_source_it_does_not_fit(nmap_tree, tmp_path):

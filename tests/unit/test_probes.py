@@ -238,7 +238,7 @@ def test_rules_go_ahead_of_the_stock_rules_of_their_probe(stock: probes.ProbesFi
         elif line.startswith(("match ", "softmatch ")):
             wanted.setdefault(target, []).append(line)
     assert merged.stats.rules_per_probe == {k: len(v) for k, v in wanted.items()}
-    assert set(wanted) == {"TCP NULL", "TCP GenericLines", "TCP GetRequest"}
+    assert set(wanted) == {"TCP NULL", "TCP GetRequest", "TCP RPCCheck"}
     for probe in out.probes:
         ours = wanted.get(probe.label, [])
         rules = [ln for ln in probe.body if ln.kind == "match"]
@@ -462,7 +462,7 @@ def run_cli(*args: str) -> int:
 def test_cli_merge_writes_the_merge(tmp_path: Path, stock_path: Path, merged: probes.MergeResult,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "nmap-service-probes"
-    assert run_cli("merge", "--stock", str(stock_path), "--rules", str(SEED.parent), "-o", str(out)) == 0
+    assert run_cli("merge", "--stock", str(stock_path), "--rules", str(SEED), "-o", str(out)) == 0
     assert out.read_bytes() == probes.encode(merged.text)
     assert "6 rule(s) from 1 file(s)" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nmap-service-probes"]
