@@ -21,7 +21,7 @@ APT_PACKAGES := python3 python3-venv python3-dev debootstrap apt-cacher-ng iprou
   build-essential libpcap-dev libssl-dev zlib1g-dev libssh2-1-dev liblinear-dev lua-lpeg-dev \
   liblua5.3-dev liblua5.4-dev libpcre3-dev libpcre2-dev
 
-.PHONY: help deps venv lint unit build-test lab-test molecule test demo lab-up lab-down provision clean
+.PHONY: help deps venv lint unit build-test lab-test molecule bench bench-quick test demo lab-up lab-down provision clean
 
 help:
 	@echo "make demo | make test | make lint | make unit | make lab-up | make lab-down | make clean"
@@ -64,8 +64,10 @@ SCENARIOS ?= default
 molecule: venv
 	for scenario in $(SCENARIOS); do $(BIN)/molecule test -s $$scenario; done
 
-test: lint unit build-test lab-test molecule
-	lab/lab.sh gc
+# The lab's target hosts serve the tests against real services; they are ended even when a stage fails.
+test: lint unit build-test
+	lab/targets.sh up
+	status=0; $(MAKE) lab-test molecule || status=$$?; lab/targets.sh down; lab/lab.sh gc; exit $$status
 
 lab-up: venv
 	lab/lab.sh up
@@ -79,6 +81,18 @@ provision: lab-up
 	  --become --become-user scanfleet -o
 
 demo: provision
+
+# Benchmarks (not tests): figures are printed and written to bench/results/*.json; see bench/RESULTS.md.
+bench-quick: build-test
+	$(BIN)/python bench/silent_port.py --nmap stock-7.93=/usr/bin/nmap \
+	  --nmap patched-7.93=.cache/build-test/bookworm/prefix/bin/nmap \
+	  --nmap patched-7.95=.cache/build-test/trixie/prefix/bin/nmap --out bench/results/silent_port.json
+
+bench: bench-quick
+	lab/targets.sh up
+	$(BIN)/python bench/custom_services.py --patched .cache/build-test/trixie/prefix \
+	  --out bench/results/custom_services.json
+	$(BIN)/python bench/shard_bench.py
 
 clean: lab-down
 	rm -rf .cache results
