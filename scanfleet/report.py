@@ -22,6 +22,7 @@ a service name without product/version) count as identified.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import json
@@ -156,6 +157,11 @@ def _atomic(path: Path, newline: str | None = "\n") -> Iterator[TextIO]:
         raise
 
 
+# The summary lists at most this many services of each kind (all of them are in merged.json/.csv); it
+# counts every one, by service and product. A summary holding every port would grow with the scan.
+SUMMARY_LIST_LIMIT = 200
+
+
 def _service_entry(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in ("address", "hostname", "port", "protocol", "service", "product",
                                 "version", "extrainfo")}
@@ -175,6 +181,7 @@ def write_reports(merged_xml: Path, out_dir: Path, merge_info: Mapping[str, Any]
     runstats: dict[str, str] = {}
     identified: list[dict[str, Any]] = []
     unidentified: list[dict[str, Any]] = []
+    counts: dict[bool, collections.Counter[str]] = {True: collections.Counter(), False: collections.Counter()}
     open_ports = 0
     rows_written = 0
 
@@ -198,7 +205,11 @@ def write_reports(merged_xml: Path, out_dir: Path, merge_info: Mapping[str, Any]
             rows_written += 1
             if row["state"] == "open":
                 open_ports += 1
-                (identified if row["identified"] else unidentified).append(_service_entry(row))
+                kind = bool(row["identified"])
+                counts[kind][" ".join(filter(None, (row["service"] or "unknown", row["product"])))] += 1
+                listed = identified if kind else unidentified
+                if len(listed) < SUMMARY_LIST_LIMIT:
+                    listed.append(_service_entry(row))
         fj.write("\n]\n")
 
     html: str | None = None
@@ -224,8 +235,10 @@ def write_reports(merged_xml: Path, out_dir: Path, merge_info: Mapping[str, Any]
         "validated": info.get("validated"),
         "hosts": hosts,
         "open_ports": open_ports,
-        "identified": {"count": len(identified), "services": identified},
-        "unidentified": {"count": len(unidentified), "services": unidentified},
+        "identified": {"count": sum(counts[True].values()), "by_service": dict(counts[True].most_common()),
+                       "services": identified},
+        "unidentified": {"count": sum(counts[False].values()), "by_service": dict(counts[False].most_common()),
+                         "services": unidentified},
         "shards": list(info.get("shards", [])),
         "notes": notes,
     }
@@ -293,6 +306,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         block = summary[key]
         lines.append(f"{key} services: {block['count']}")
         lines.extend(_service_line(entry) for entry in block["services"])
+        if block["count"] > len(block["services"]):
+            lines.append(f"  ... {block['count'] - len(block['services'])} more (merged.csv has them all); by service:")
+            lines.extend(f"  {count:8d}  {name}" for name, count in block.get("by_service", {}).items())
     lines.append("time per shard:")
     width = max((len(s["label"]) for s in summary["shards"]), default=0)
     for shard in summary["shards"]:

@@ -633,3 +633,19 @@ def test_merge_memory_does_not_grow_with_the_input(tmp_path):
     # The bound is meaningful: holding the parsed hosts breaks it tenfold.
     whole = _peak(lambda: ET.parse(large))
     assert whole - peak_small > 10 * per_host * 1000
+
+
+def test_summary_lists_are_bounded_but_counts_are_complete(tmp_path, monkeypatch):
+    """The summary counts every open service but lists at most SUMMARY_LIST_LIMIT of each kind."""
+    monkeypatch.setattr(report, "SUMMARY_LIST_LIMIT", 1)
+    out = tmp_path / "out"
+    inputs = [FIXTURES / "shard-a" / "scan.xml", FIXTURES / "shard-b" / "scan.xml", FIXTURES / "shard-c" / "scan.xml"]
+    result = nmapxml.merge(inputs, tmp_path / "merged.xml")
+    summary = report.write_reports(tmp_path / "merged.xml", out, result.to_dict())
+    rows = [r for r in report.iter_rows(tmp_path / "merged.xml") if r["state"] == "open"]
+    for kind, flag in (("identified", True), ("unidentified", False)):
+        expected = [r for r in rows if bool(r["identified"]) is flag]
+        assert summary[kind]["count"] == len(expected)
+        assert sum(summary[kind]["by_service"].values()) == len(expected)
+        assert len(summary[kind]["services"]) == min(1, len(expected))
+    assert "more (merged.csv has them all)" in report.format_summary(summary)
