@@ -60,7 +60,7 @@ lab-test: venv
 	$(BIN)/pytest -q -m lab tests
 
 # Scenarios run one after the other (each brings its own lab hosts up and down).
-SCENARIOS ?= default
+SCENARIOS ?= default scan
 molecule: venv
 	for scenario in $(SCENARIOS); do $(BIN)/molecule test -s $$scenario; done
 
@@ -80,7 +80,11 @@ provision: lab-up
 	$(BIN)/ansible scanners -m ansible.builtin.command -a "/opt/scanfleet/nmap-current/bin/nmap --version" \
 	  --become --become-user scanfleet -o
 
+# The main job on the lab: target hosts up, then a distributed scan of all their ports by the 3 scanners,
+# merged into results/RUN_ID/ (the run id follows from targets and options: running it again resumes).
 demo: provision
+	lab/targets.sh up
+	$(BIN)/ansible-playbook playbooks/scan.yml -e '{"nmap_scan_target_groups": ["targets"], "nmap_scan_ports": "1-65535"}'
 
 # Benchmarks (not tests): figures are printed and written to bench/results/*.json; see bench/RESULTS.md.
 bench-quick: build-test

@@ -1,0 +1,192 @@
+#!/usr/bin/python
+"""Ansible adapter over scanfleet.run: plan (or resume) a distributed scan run, on the controller."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: scanfleet_scan_plan
+short_description: Plan or resume a distributed nmap scan run and shard it over the available scanners
+description:
+  - "Thin adapter over C(scanfleet.run.build_plan) and C(scanfleet.run.plan_run). Run it on the controller
+    (C(delegate_to: localhost), C(run_once: true))."
+  - "Parses the targets and exclusions (addresses, CIDRs, ranges, nmap octet ranges, hostnames resolved on
+    the controller, files with comments), removes the scanners' own addresses unless O(include_scanners),
+    and refuses the run, before anything is sent, when a target lies outside O(scope) + O(scope_extra),
+    naming the offending targets."
+  - "Opens the run's state C(RESULTS/RUN_ID/state.json) or creates it; a run id whose state belongs to
+    another target set or other options is refused. Plans one round: attempts still assigned are handed to
+    their host again when it is available, everything neither covered nor assigned is sharded over the
+    O(available) hosts by capacity; writes the shards as nmap -iL files in C(RESULTS/RUN_ID/shards/)."
+  - In check mode nothing is written; the plan is returned.
+options:
+  results_dir:
+    description: "Controller directory holding one directory per run."
+    type: path
+    required: true
+  run_id:
+    description: "Run id; empty: derived from the fingerprint of targets and options (C(scan-) + 12 hex)."
+    type: str
+    default: ""
+  session:
+    description: "Id of this playbook run (events in the state are tagged with it)."
+    type: str
+    required: true
+  round:
+    description: "Round number within this playbook run (1 = first)."
+    type: int
+    default: 1
+  targets:
+    description: "Target expressions (comma/space separated lists allowed)."
+    type: list
+    elements: str
+    default: []
+  targets_files:
+    description: "Files of targets on the controller (C(#) comments)."
+    type: list
+    elements: path
+    default: []
+  exclude:
+    description: "Exclusions, same syntax as targets."
+    type: list
+    elements: str
+    default: []
+  exclude_files:
+    description: "Files of exclusions on the controller."
+    type: list
+    elements: path
+    default: []
+  scope:
+    description: "Networks the inventory allows to scan (C(scanfleet_scope))."
+    type: list
+    elements: str
+    required: true
+  scope_extra:
+    description: "Explicit widening of the scope (C(scanfleet_scope_extra))."
+    type: list
+    elements: str
+    default: []
+  scanners:
+    description: "Every scanner host of the play: name -> {capacity, addresses}."
+    type: dict
+    required: true
+  available:
+    description: "Scanner hosts that may get work now."
+    type: list
+    elements: str
+    required: true
+  unavailable:
+    description: "Scanner hosts that may not, with the reason (for the warnings and the summary)."
+    type: dict
+    default: {}
+  include_scanners:
+    description: "Also scan the scanners' own addresses."
+    type: bool
+    default: false
+  mode:
+    description: "Sharding mode."
+    type: str
+    choices: [contiguous, interleaved]
+    default: contiguous
+  seed:
+    description: "Seed of the interleaved order."
+    type: int
+    default: 0
+  options:
+    description: "The nmap options that shape the results (part of the run's fingerprint)."
+    type: list
+    elements: str
+    default: []
+author: scanfleet
+"""
+
+EXAMPLES = r"""
+- name: Plan the run
+  scanfleet_scan_plan:
+    results_dir: "{{ playbook_dir }}/../results"
+    session: "20261121T101500Z"
+    targets: ["10.77.0.101-119"]
+    scope: "{{ scanfleet_scope }}"
+    scanners: {scanner1: {capacity: 1, addresses: [10.77.0.11]}, scanner2: {capacity: 2, addresses: [10.77.0.12]}}
+    available: [scanner1, scanner2]
+    options: ["-sS", "-sV", "-p", "1-1024"]
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+run_id: {description: The run id (derived when none was given)., type: str, returned: success}
+dir: {description: The run's directory on the controller., type: str, returned: success}
+resumed: {description: The run existed (its state was found and matches)., type: bool, returned: success}
+fingerprint: {description: sha256 over target addresses and options., type: str, returned: success}
+total: {description: Number of target addresses., type: int, returned: success}
+covered: {description: Addresses already scanned for good., type: int, returned: success}
+todo: {description: Addresses neither covered nor still assigned before this round., type: int, returned: success}
+done: {description: Nothing left to scan or wait for., type: bool, returned: success}
+assignments:
+  description: "Available host -> its attempts this round (id, family, ipv6, lines, size, status, round)."
+  type: dict
+  returned: success
+new: {description: Ids of the attempts created this round., type: list, returned: success}
+reattached: {description: Ids of attempts handed again to their host (resume)., type: list, returned: success}
+lost: {description: Ids of attempts whose host is not available any more., type: list, returned: success}
+notes: {description: What happened, for people., type: list, returned: success}
+lines: {description: The plan as text lines (run, shards per host, notes)., type: list, returned: success}
+newly_unavailable: {description: Hosts unavailable since the last round (warned about)., type: dict, returned: success}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "results_dir": {"type": "path", "required": True},
+            "run_id": {"type": "str", "default": ""},
+            "session": {"type": "str", "required": True},
+            "round": {"type": "int", "default": 1},
+            "targets": {"type": "list", "elements": "str", "default": []},
+            "targets_files": {"type": "list", "elements": "path", "default": []},
+            "exclude": {"type": "list", "elements": "str", "default": []},
+            "exclude_files": {"type": "list", "elements": "path", "default": []},
+            "scope": {"type": "list", "elements": "str", "required": True},
+            "scope_extra": {"type": "list", "elements": "str", "default": []},
+            "scanners": {"type": "dict", "required": True},
+            "available": {"type": "list", "elements": "str", "required": True},
+            "unavailable": {"type": "dict", "default": {}},
+            "include_scanners": {"type": "bool", "default": False},
+            "mode": {"type": "str", "choices": ["contiguous", "interleaved"], "default": "contiguous"},
+            "seed": {"type": "int", "default": 0},
+            "options": {"type": "list", "elements": "str", "default": []},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        from scanfleet import ScanfleetError
+        from scanfleet import run as sfrun
+    except ImportError as exc:
+        module.fail_json(msg=f"the scanfleet package is not importable ({exc}): run ansible from the project's "
+                             "virtualenv (make venv; . .venv/bin/activate)")
+    p = module.params
+    scanners = p["scanners"]
+    try:
+        plan = sfrun.build_plan(
+            targets=p["targets"], targets_files=p["targets_files"], exclude=p["exclude"],
+            exclude_files=p["exclude_files"], scope=p["scope"], scope_extra=p["scope_extra"],
+            scanner_addresses=[str(a) for info in scanners.values() for a in (info or {}).get("addresses", [])],
+            include_scanners=p["include_scanners"])
+        result = sfrun.plan_run(
+            results=p["results_dir"], run_id=p["run_id"], plan=plan, options=p["options"],
+            weights={name: (info or {}).get("capacity", 1) for name, info in scanners.items()},
+            available=p["available"], unavailable={k: str(v) for k, v in p["unavailable"].items()},
+            session=p["session"], round_no=p["round"], mode=p["mode"], seed=p["seed"],
+            write=not module.check_mode)
+    except ScanfleetError as exc:
+        module.fail_json(msg=str(exc))
+    for host, why in sorted(result["newly_unavailable"].items()):
+        module.warn(f"scanner {host} {why}: its share of the targets goes to "
+                    f"{', '.join(sorted(p['available'])) or 'no other host'}")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

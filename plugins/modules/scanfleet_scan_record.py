@@ -1,0 +1,90 @@
+#!/usr/bin/python
+"""Ansible adapter over scanfleet.run: record the results of a scan round, on the controller."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: scanfleet_scan_record
+short_description: Record what the scanner hosts' nmap jobs left, per shard, in the run's state
+description:
+  - "Thin adapter over C(scanfleet.run.record_run). Run it on the controller (C(delegate_to: localhost),
+    C(run_once: true)) after the outputs were fetched to C(RESULTS/RUN_ID/HOST/ATTEMPT/)."
+  - "Checks every fetched file against the sha256 the host reported, then records each attempt: finished
+    (complete XML), partial (truncated XML or nmap error: the hosts it fully reports are kept, the rest is
+    planned again), failed or lost (nothing usable came back). Returns the hosts that get no more work in
+    this playbook run (stalled, timed out, died, unreachable)."
+options:
+  results_dir:
+    description: "Controller directory holding one directory per run."
+    type: path
+    required: true
+  run_id:
+    description: "Run id."
+    type: str
+    required: true
+  session:
+    description: "Id of this playbook run."
+    type: str
+    required: true
+  outcomes:
+    description: "Per attempt: id, outcome, detail, versiondb, files (name -> sha256 on the host)."
+    type: list
+    elements: dict
+    required: true
+author: scanfleet
+"""
+
+EXAMPLES = r"""
+- name: Record the round
+  scanfleet_scan_record:
+    results_dir: "{{ playbook_dir }}/../results"
+    run_id: demo
+    session: "20261121T101500Z"
+    outcomes: [{id: 001-scanner1, outcome: finished, files: {scan.xml: "9f86d0..."}}]
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+recorded: {description: Ids of the attempts recorded now., type: list, returned: success}
+lost_hosts: {description: Host -> why it gets no more work in this playbook run., type: dict, returned: success}
+notes: {description: What happened, for people., type: list, returned: success}
+covered: {description: Addresses scanned for good so far., type: int, returned: success}
+missing: {description: Addresses not covered yet., type: int, returned: success}
+total: {description: Target addresses., type: int, returned: success}
+pending: {description: Attempts still assigned (not recorded)., type: list, returned: success}
+statuses: {description: Attempt id -> status., type: dict, returned: success}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "results_dir": {"type": "path", "required": True},
+            "run_id": {"type": "str", "required": True},
+            "session": {"type": "str", "required": True},
+            "outcomes": {"type": "list", "elements": "dict", "required": True},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        from scanfleet import ScanfleetError
+        from scanfleet import run as sfrun
+    except ImportError as exc:
+        module.fail_json(msg=f"the scanfleet package is not importable ({exc}): run ansible from the project's "
+                             "virtualenv (make venv; . .venv/bin/activate)")
+    p = module.params
+    try:
+        result = sfrun.record_run(results=p["results_dir"], run_id=p["run_id"], outcomes=p["outcomes"],
+                                  session=p["session"], write=not module.check_mode)
+    except ScanfleetError as exc:
+        module.fail_json(msg=str(exc))
+    for note in result["notes"]:
+        module.warn(note)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

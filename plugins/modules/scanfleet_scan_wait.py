@@ -1,0 +1,98 @@
+#!/usr/bin/python
+"""Documentation of the scanfleet_scan_wait action (roles/nmap_scan/action_plugins/scanfleet_scan_wait.py).
+
+The work is done on the controller by the action plugin of the same name; this file carries its
+documentation, as ansible-core does for its own action-only modules (e.g. wait_for_connection).
+"""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: scanfleet_scan_wait
+short_description: Wait for a scanner host's nmap jobs, showing nmap's own progress, ending stalled jobs
+description:
+  - "Action plugin (controller side), shipped with the C(nmap_scan) role. Polls the host with
+    M(scanfleet_scan_job) (O(state=status)) every O(poll) seconds -- short commands, no connection held for
+    the length of the scan -- and prints one line per job with nmap's progress from its C(--stats-every)
+    lines: the percentage and ETC of the current phase, hosts done of the shard, time elapsed."
+  - "A job whose progress (phase, percentage, hosts completed, hosts written to the XML) does not change for
+    O(stall_timeout) seconds is ended by its recorded PID (M(scanfleet_scan_job) O(state=stopped)); so is a
+    job still running O(timeout) seconds (plus grace) after the wait began (the host's supervisor normally
+    ends it first). A host that stops answering for O(stall_timeout) seconds gives the outcome
+    C(unreachable)."
+  - "Rules (outcome, progress parsing, stall) are in C(scanfleet.run): C(job_outcome), C(parse_stats),
+    C(progress_signature), C(StallWatch)."
+options:
+  run_id:
+    description: "Run id."
+    type: str
+    required: true
+  base_dir:
+    description: "Root of the run directories on the host."
+    type: path
+    required: true
+  attempts:
+    description: "The host's attempts: C(id) and C(size) (addresses in the shard)."
+    type: list
+    elements: dict
+    required: true
+  poll:
+    description: "Seconds between polls."
+    type: int
+    default: 10
+  stall_timeout:
+    description: "Seconds without progress after which a job is ended; 0 never."
+    type: int
+    default: 600
+  timeout:
+    description: "Seconds after which a job still running is ended; 0 never."
+    type: int
+    default: 0
+  kill_grace:
+    description: "Seconds between SIGTERM and SIGKILL when a job is ended."
+    type: int
+    default: 10
+  quiet_every:
+    description: "An unchanged progress line is printed again after this many seconds."
+    type: int
+    default: 60
+author: scanfleet
+"""
+
+EXAMPLES = r"""
+- name: Wait for the scans, showing nmap's progress
+  scanfleet_scan_wait:
+    run_id: demo
+    base_dir: /var/lib/scanfleet/runs
+    attempts: [{id: 001-scanner1, size: 7}]
+    poll: 10
+    stall_timeout: 300
+    timeout: 14400
+  become: true
+"""
+
+RETURN = r"""
+outcomes:
+  description: "Per attempt: id, outcome (finished, exited, timeout, stalled, stopped, dead, missing,
+    unreachable), detail, rc, reason, pid, hosts_done, versiondb, files (name -> sha256 on the host), paths
+    (name -> path on the host)."
+  type: list
+  elements: dict
+  returned: always
+lost:
+  description: "True when an outcome means the host gets no more work in this run."
+  type: bool
+  returned: always
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    module.fail_json(msg="scanfleet_scan_wait is an action plugin: use it through the nmap_scan role "
+                         "(roles/nmap_scan/action_plugins)")
+
+
+if __name__ == "__main__":
+    main()
