@@ -92,11 +92,14 @@ bench-quick: build-test
 	  --nmap patched-7.93=.cache/build-test/bookworm/prefix/bin/nmap \
 	  --nmap patched-7.95=.cache/build-test/trixie/prefix/bin/nmap --out bench/results/silent_port.json
 
-bench: bench-quick
+bench: bench-quick provision
+	$(BIN)/pip install -q -r bench/requirements.txt
 	lab/targets.sh up
 	$(BIN)/python bench/custom_services.py --patched .cache/build-test/trixie/prefix \
 	  --out bench/results/custom_services.json
+	$(BIN)/python bench/lab_sweep.py
 	$(BIN)/python bench/shard_bench.py
+	$(BIN)/python bench/merge_scale.py --out bench/results/merge_scale.json
 
 clean: lab-down
 	rm -rf .cache results
