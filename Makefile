@@ -60,7 +60,7 @@ lab-test: venv
 	$(BIN)/pytest -q -m lab tests
 
 # Scenarios run one after the other (each brings its own lab hosts up and down).
-SCENARIOS ?= default scan
+SCENARIOS ?= default scan faults
 molecule: venv
 	for scenario in $(SCENARIOS); do $(BIN)/molecule test -s $$scenario; done
 

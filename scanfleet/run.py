@@ -514,6 +514,12 @@ def format_progress(host: str, attempt_id: str, size: int, status: Mapping[str, 
     return text
 
 
+def unreachable_outcome(attempt_id: str, detail: str) -> dict[str, Any]:
+    """The outcome of an attempt whose host stopped answering while it ran: nothing can be fetched from it
+    (no files, no paths), so :func:`record_attempt` marks it ``lost`` and its addresses are planned again."""
+    return {"id": attempt_id, "outcome": "unreachable", "detail": detail, "files": {}, "paths": {}}
+
+
 def format_outcome(host: str, attempt_id: str, outcome: str, status: Mapping[str, Any]) -> str:
     detail = {"finished": "nmap finished", "exited": f"nmap exited with status {status.get('rc')}",
               "timeout": "ended by the per-host timeout", "stalled": "ended: no progress (stall timeout)",
@@ -910,5 +916,5 @@ __all__ = [
     "build_plan", "check_resume", "check_run_id", "coverage", "covered", "derived_run_id", "format_outcome",
     "format_progress", "job_outcome", "load_state", "merge_inputs", "new_state", "open_run", "parse_stats",
     "plan_round", "plan_run", "progress_signature", "record_attempt", "record_run", "report_run",
-    "run_summary_lines", "save_state",
+    "run_summary_lines", "save_state", "unreachable_outcome",
 ]

@@ -349,6 +349,30 @@ def test_a_run_with_a_killed_scanner_ends_complete_with_each_host_once(tmp_path)
     assert not again["changed"] and again["lines"] == report["lines"]
 
 
+def test_a_scanner_that_dies_mid_scan_is_lost_and_its_shard_goes_to_the_survivor(tmp_path):
+    """The wait (action plugin) reports a host that stopped answering with unreachable_outcome: nothing to
+    fetch from it, so the attempt is lost (not failed), the host gets no more work and its whole shard is
+    planned again on the surviving host (molecule/faults takes a scanner down for real)."""
+    state = state_for("127.0.0.4-8, 127.0.0.10")
+    state.seq = 0
+    a = attempt(state, "a", "127.0.0.5-8")
+    b = attempt(state, "b", "127.0.0.4, 127.0.0.10")
+    run.save_state(tmp_path / state.run_id, state)
+    dead = run.unreachable_outcome(a.id, "no answer for 21 s: ssh: No route to host")
+    assert [p for o in [dead] for p in o["paths"].items()] == [] and dead["files"] == {}  # the plugin's fetch list
+    outcomes = [dead, {"id": b.id, "outcome": "finished", "files": fetched(tmp_path, state, b, "shard-c")}]
+    result = run.record_run(results=tmp_path, run_id=state.run_id, outcomes=outcomes, session="s1", now=NOW)
+    assert result["lost_hosts"] == {"a": "unreachable in attempt 001-a"}
+    assert result["statuses"] == {"001-a": "lost", "002-b": "finished"} and result["missing"] == 4
+    assert any("001-a on a: no answer for 21 s" in note and "4 addresses planned again" in note
+               for note in result["notes"])
+    state = run.load_state(tmp_path / state.run_id)
+    rp = run.plan_round(state, weights={"a": 1, "b": 1}, available=["b"], unavailable=result["lost_hosts"],
+                        session="s1", round_no=2, now=NOW)
+    assert [(x.id, x.host, x.lines) for x in rp.new] == [("003-b", "b", ["127.0.0.5-8"])]
+    assert state.attempt("001-a").outcome == "unreachable"
+
+
 # ---- glue: targets, scope, scanners ---------------------------------------------------------------------
 
 

@@ -77,8 +77,8 @@ class ActionModule(ActionBase):
             except AnsibleConnectionFailure as exc:
                 if now - last_contact > max(stall_timeout, 3 * poll):
                     for attempt_id in sorted(pending):
-                        outcomes[attempt_id] = {"id": attempt_id, "outcome": "unreachable",
-                                                "detail": f"no answer for {int(now - last_contact)} s: {exc}"}
+                        outcomes[attempt_id] = sfrun.unreachable_outcome(
+                            attempt_id, f"no answer for {int(now - last_contact)} s: {exc}")
                         display.display(f"{host} {attempt_id}: the host stopped answering ({exc})")
                     break
                 display.display(f"{host}: no answer ({exc}); trying again in {poll} s")

@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Run playbooks/scan.yml as its own ansible-playbook process and make a fault happen for real while it scans.
+
+  fault_run.py interrupt RUN_ID ...   when one shard has finished on its scanner and another still runs,
+                                      send SIGINT to ansible-playbook's PID (as Ctrl-C would), then run the
+                                      same command again (it must resume and complete)
+  fault_run.py hostdown RUN_ID ...    when VICTIM's nmap job runs, take VICTIM down (lab/lab.sh down VICTIM)
+
+The scanners' job records (RUN_ID/ATTEMPT/pid.json, exit.json under the remote run directory) are read from
+inside each lab host (lab/lab.sh exec), not over SSH. Prints a JSON report on stdout (verify.yml asserts on
+it); the ansible-playbook output goes to LOG_DIR. Every process started here is ended by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+READ_RECORDS = r"""
+import json, os, sys
+base = sys.argv[1]
+out = {}
+for attempt in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+    entry = {}
+    for name in ("pid.json", "exit.json"):
+        try:
+            with open(os.path.join(base, attempt, name)) as f:
+                entry[name[:-5]] = json.load(f)
+        except (OSError, ValueError):
+            entry[name[:-5]] = None
+    out[attempt] = entry
+print(json.dumps(out))
+"""
+
+
+def records(lab: str, host: str, base: str) -> dict | None:
+    """{attempt: {pid: ..., exit: ...}} of the host's job records, or None when the host cannot be read."""
+    proc = subprocess.run([lab, "exec", host, "python3", "-c", READ_RECORDS, base], capture_output=True,
+                          text=True, timeout=30, check=False)
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout)
+
+
+def all_records(args: argparse.Namespace) -> dict[str, dict | None]:
+    base = f"{args.remote_dir}/{args.run_id}"
+    return {host: records(args.lab, host, base) for host in args.hosts}
+
+
+def session_processes(sid: int) -> list[dict]:
+    """Processes still in the session of the ansible-playbook we started (its workers, ssh masters)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[3]) == sid:
+            found.append({"pid": int(entry.name), "comm": comm, "ticks": fields[19]})
+    return found
+
+
+def end_leftovers(sid: int) -> list[dict]:
+    """End what is left of our ansible-playbook's session by PID (ssh ControlPersist masters are left to
+    expire: they are shared connection caches, not scans)."""
+    left = [p for p in session_processes(sid) if p["comm"] != "ssh"]
+    for proc in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc["pid"], signal.SIGTERM)
+    return left
+
+
+def start(args: argparse.Namespace, log_name: str) -> tuple[subprocess.Popen, Path]:
+    log = Path(args.log_dir) / log_name
+    cmd = [args.ansible_playbook, "-i", args.inventory, f"{args.project}/playbooks/scan.yml",
+           "-e", f"@{args.vars}", "-e", f"nmap_scan_run_id={args.run_id}",
+           "-e", f"nmap_scan_results_dir={args.results}"]
+    with open(log, "w", encoding="utf-8") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        # JSON results: one printed line per plan/summary line (the YAML format may fold long lines)
+        env = {**os.environ, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1",
+               "ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0"}
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=args.project, env=env, start_new_session=True)
+    return proc, log
+
+
+def wait(proc: subprocess.Popen, seconds: float) -> int | None:
+    try:
+        return proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a run that went on too long (by PID), so the scenario does not hang."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        if wait(proc, 30) is None:
+            proc.kill()
+            proc.wait()
+
+
+def plan_lines(log: Path) -> list[str]:
+    """The plan and summary lines the play printed (e.g. 'run X (new; ...)', 'coverage: ...')."""
+    keep = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        text = ANSI.sub("", line).strip().strip(' ,"-')
+        if text.startswith(("run ", "coverage:", "mol-", "attempt", "round ", "events:")) or "scanned already" in text:
+            keep.append(text)
+    return keep
+
+
+def state_copy(args: argparse.Namespace, name: str) -> dict | None:
+    path = Path(args.results) / args.run_id / "state.json"
+    if not path.is_file():
+        return None
+    shutil.copy(path, Path(args.log_dir) / name)
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def interrupt(args: argparse.Namespace) -> dict:
+    report: dict = {"fault": "interrupt", "run_id": args.run_id}
+    proc, log = start(args, f"{args.run_id}-1.log")
+    report["first"] = {"pid": proc.pid, "log": str(log)}
+    deadline = time.monotonic() + args.timeout
+    seen = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        seen = all_records(args)
+        jobs = [job for host in seen.values() if host for job in host.values()]
+        done = [job for job in jobs if job["exit"]]
+        running = [job for job in jobs if job["pid"] and not job["exit"]]
+        if done and running:
+            os.kill(proc.pid, signal.SIGINT)  # as Ctrl-C would, to ansible-playbook's PID only
+            report["first"]["signalled_after"] = round(time.monotonic() - deadline + args.timeout, 1)
+            report["at_interrupt"] = seen
+            break
+        time.sleep(0.3)
+    report["first"]["rc"] = wait(proc, 60)
+    if report["first"]["rc"] is None:
+        stop(proc)
+    report["first"]["left_behind"] = end_leftovers(proc.pid)
+    report["first"]["lines"] = plan_lines(log)
+    report["after_interrupt"] = all_records(args)
+    report["state_after_interrupt"] = state_copy(args, f"{args.run_id}-state-interrupted.json")
+    if "at_interrupt" not in report:
+        report["error"] = f"no moment with one job finished and another running (last seen: {seen})"
+        return report
+    proc, log = start(args, f"{args.run_id}-2.log")
+    report["second"] = {"pid": proc.pid, "log": str(log), "rc": wait(proc, args.timeout)}
+    stop(proc)
+    report["second"]["left_behind"] = end_leftovers(proc.pid)
+    report["second"]["lines"] = plan_lines(log)
+    report["after_resume"] = all_records(args)
+    report["state_after_resume"] = state_copy(args, f"{args.run_id}-state-resumed.json")
+    return report
+
+
+def hostdown(args: argparse.Namespace) -> dict:
+    report: dict = {"fault": "hostdown", "run_id": args.run_id, "victim": args.victim}
+    proc, log = start(args, f"{args.run_id}.log")
+    report["run"] = {"pid": proc.pid, "log": str(log)}
+    base = f"{args.remote_dir}/{args.run_id}"
+    started = time.monotonic()
+    while time.monotonic() - started < args.timeout and proc.poll() is None:
+        jobs = records(args.lab, args.victim, base) or {}
+        running = {a: job for a, job in jobs.items() if job["pid"] and not job["exit"]}
+        if running:
+            report["at_down"] = jobs
+            down = subprocess.run([args.lab, "down", args.victim], capture_output=True, text=True, timeout=120,
+                                  check=False)
+            report["down"] = {"rc": down.returncode, "stderr": down.stderr.strip(),
+                              "after": round(time.monotonic() - started, 1)}
+            break
+        time.sleep(0.3)
+    report["run"]["rc"] = wait(proc, max(1.0, args.timeout - (time.monotonic() - started)))
+    stop(proc)
+    report["run"]["left_behind"] = end_leftovers(proc.pid)
+    report["run"]["lines"] = plan_lines(log)
+    report["victim_readable_after"] = records(args.lab, args.victim, base) is not None
+    if "down" not in report:
+        report["error"] = f"{args.victim}'s job was never seen running"
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("fault", choices=["interrupt", "hostdown"])
+    parser.add_argument("run_id")
+    parser.add_argument("--project", required=True)
+    parser.add_argument("--inventory", required=True)
+    parser.add_argument("--vars", required=True, help="extra-vars file of the scan (the same for every run)")
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--log-dir", required=True)
+    parser.add_argument("--hosts", nargs="+", required=True)
+    parser.add_argument("--victim", default="")
+    parser.add_argument("--ansible-playbook", default="ansible-playbook")
+    parser.add_argument("--remote-dir", default="/var/lib/scanfleet/runs")
+    parser.add_argument("--timeout", type=float, default=300)
+    args = parser.parse_args()
+    args.lab = f"{args.project}/lab/lab.sh"
+    Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+    report = interrupt(args) if args.fault == "interrupt" else hostdown(args)
+    json.dump(report, sys.stdout, indent=1, sort_keys=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
