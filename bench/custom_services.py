@@ -13,10 +13,7 @@ and whether nmap named the service and product.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -27,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
+from benchlib import emit, header
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -94,17 +92,11 @@ def main() -> int:
         return subprocess.run([nmap, "--version"], capture_output=True, text=True, check=True).stdout.split("\n")[0]
 
     doc = {
-        "benchmark": "custom-services",
-        "date": datetime.datetime.fromtimestamp(started, datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
-        "command": " ".join([sys.argv[0], *sys.argv[1:]]),
+        **header("custom-services", started),
         "stock_nmap": version(args.stock), "patched_nmap": version(str(prefix / "bin" / "nmap")),
         "rows": rows,
     }
-    text = json.dumps(doc, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
+    emit(doc, args.out)
     return 0
 
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
+from benchlib import emit, header
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -141,10 +140,7 @@ def main() -> int:
         table.append(row)
     stock_seconds = runs["stock"][0]
     doc = {
-        "benchmark": "lab-sweep",
-        "date": datetime.datetime.fromtimestamp(started, datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
-        "command": " ".join([sys.argv[0], *sys.argv[1:]]),
+        **header("lab-sweep", started),
         "targets": addresses, "ports": args.ports, "open_ports": len(ports),
         "variants": {name: {"seconds": round(seconds, 1), "ratio_to_stock": round(stock_seconds / seconds, 1),
                             "identified": sum(1 for e in found[name].values() if e["identified"]),
@@ -153,9 +149,8 @@ def main() -> int:
         "fleet_lost": [row["port"] for row in table if row["fleet_lost"]],
         "table": table,
     }
-    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    emit(doc, args.out, show={k: v for k, v in doc.items() if k != "table"})
     chart(doc, Path(args.chart))
-    print(json.dumps({k: v for k, v in doc.items() if k != "table"}, indent=2))
     return 0
 
 

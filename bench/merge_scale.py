@@ -14,16 +14,16 @@ so that de-duplication is exercised. The merge (scanfleet.nmapxml.merge) and the
 from __future__ import annotations
 
 import argparse
-import datetime
 import ipaddress
 import json
 import os
-import platform
 import re
 import shutil
 import sys
 import time
 from pathlib import Path
+
+from benchlib import emit, header
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "bench" / "data" / "lab-target-web.xml"
@@ -94,10 +94,7 @@ def main() -> int:
         print(f"merge failed with status {status}", file=sys.stderr)
         return 1
     doc = {
-        "benchmark": "merge-scale",
-        "date": datetime.datetime.fromtimestamp(started, datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
-        "command": " ".join([sys.argv[0], *sys.argv[1:]]),
+        **header("merge-scale", started),
         "inputs": {"files": len(inputs), "bytes": total, "megabytes": round(total / 2**20, 1)},
         "merged_xml_megabytes": round((out / "merged.xml").stat().st_size / 2**20, 1),
         "seconds": round(seconds, 1),
@@ -105,10 +102,7 @@ def main() -> int:
         "child": json.loads(output.strip().splitlines()[-1]),
     }
     shutil.rmtree(workdir)
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(doc, args.out)
     return 0
 
 

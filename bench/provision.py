@@ -9,15 +9,13 @@ do). Ends its hosts. Writes bench/results/provision.json.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchlib import emit, header
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTS = {f"benchprov-{n}": f"10.77.0.{60 + n}" for n in (1, 2, 3)}
@@ -65,16 +63,11 @@ def main() -> int:
     finally:
         subprocess.run([LAB, "down", *names], check=False, capture_output=True)
     doc = {
-        "benchmark": "provision",
-        "date": datetime.datetime.fromtimestamp(started, datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
-        "command": " ".join([sys.argv[0], *sys.argv[1:]]),
+        **header("provision", started),
         "seconds": {"one_host": one, "three_hosts_parallel": three, "noop_three_hosts": noop},
         "ratio_three_to_one": round(three / one, 2),
     }
-    text = json.dumps(doc, indent=2)
-    Path(args.out).write_text(text + "\n")
-    print(text)
+    emit(doc, args.out)
     return 0
 
 

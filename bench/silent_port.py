@@ -11,14 +11,13 @@ machine's noise. Prints a JSON document (and writes it with --out).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchlib import emit, header
 
 LISTENER = r"""
 import socket, sys, time
@@ -75,18 +74,12 @@ def main() -> int:
         print(f"{label}: {results[label]['best']} s ({results[label]['version']})", file=sys.stderr, flush=True)
     stock = [v["best"] for k, v in results.items() if k.startswith("stock")]
     doc = {
-        "benchmark": "silent-port",
-        "date": datetime.datetime.fromtimestamp(started, datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
-        "command": " ".join([sys.argv[0], *sys.argv[1:]]),
+        **header("silent-port", started),
         "results": results,
         "ratios_vs_stock": {k: round(stock[0] / v["best"], 1) for k, v in results.items()
                             if stock and not k.startswith("stock")},
     }
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(doc, args.out)
     return 0
 
 

@@ -813,16 +813,22 @@ def plan_run(*, results: str | Path, run_id: str, plan: TargetPlan, options: Seq
     }
 
 
+def _planned_run(results: Path, run_id: str) -> tuple[Path, RunState]:
+    """The run's directory and its state, which must have been planned already."""
+    directory = run_dir(results, run_id)
+    state = load_state(directory)
+    if state is None:
+        raise ScanfleetError(f"{directory / STATE_FILE}: no such run state; plan the run first")
+    return directory, state
+
+
 def record_run(*, results: str | Path, run_id: str, outcomes: Sequence[Mapping[str, Any]], session: str,
                write: bool = True, now: float | None = None) -> dict[str, Any]:
     """Record the outcomes of a round (one entry per attempt: id, outcome, detail, files {name: sha256},
     versiondb), the files being fetched already; return the hosts lost and what is left."""
     now = time.time() if now is None else now
     results = Path(results)
-    directory = run_dir(results, run_id)
-    state = load_state(directory)
-    if state is None:
-        raise ScanfleetError(f"{directory / STATE_FILE}: no such run state; plan the run first")
+    directory, state = _planned_run(results, run_id)
     notes: list[str] = []
     lost_hosts: dict[str, str] = {}
     recorded = []
@@ -856,10 +862,7 @@ def report_run(*, results: str | Path, run_id: str, dtd: str | None = None, xsl:
     Returns the summary, its text lines and the coverage."""
     now = time.time() if now is None else now
     results = Path(results)
-    directory = run_dir(results, run_id)
-    state = load_state(directory)
-    if state is None:
-        raise ScanfleetError(f"{directory / STATE_FILE}: no such run state; plan the run first")
+    directory, state = _planned_run(results, run_id)
     inputs = merge_inputs(state, results)
     notes: list[str] = []
     dtd_path = Path(dtd) if dtd else None
