@@ -56,18 +56,25 @@ build-test: venv
 	$(BIN)/pytest -q -m build tests
 
 # Tests against real lab hosts over SSH (bad input to the playbooks, probe rules against lab targets).
+# Their output is also kept in $(LOGS): a failed make test ends with a digest of what failed there.
+LOGS := $(ROOT)/.cache/logs
 lab-test: venv
-	$(BIN)/pytest -q -m lab tests
+	@mkdir -p $(LOGS)
+	$(BIN)/pytest -q -m lab tests 2>&1 | tee $(LOGS)/lab-test.log
 
 # Scenarios run one after the other (each brings its own lab hosts up and down).
 SCENARIOS ?= default scan faults
 molecule: venv
-	for scenario in $(SCENARIOS); do $(BIN)/molecule test -s $$scenario; done
+	@mkdir -p $(LOGS)
+	for scenario in $(SCENARIOS); do $(BIN)/molecule test -s $$scenario 2>&1 | tee $(LOGS)/molecule-$$scenario.log; done
 
-# The lab's target hosts serve the tests against real services; they are ended even when a stage fails.
+# The lab's target hosts serve the tests against real services; they are ended even when a stage fails,
+# and a failure ends with a short digest of the failed tasks and tests (the full logs stay in .cache/logs).
 test: lint unit build-test
+	rm -rf $(LOGS)
 	lab/targets.sh up
-	status=0; $(MAKE) lab-test molecule || status=$$?; lab/targets.sh down; lab/lab.sh gc; exit $$status
+	status=0; $(MAKE) lab-test molecule || status=$$?; lab/targets.sh down; lab/lab.sh gc; \
+	  if [ $$status -ne 0 ]; then $(BIN)/python tests/failure_digest.py $(LOGS); fi; exit $$status
 
 lab-up: venv
 	lab/lab.sh up

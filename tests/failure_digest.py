@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Print a short digest of what failed in the test logs (make test calls it last, when a stage failed).
+
+A CI log is often read from its end only, and a molecule scenario prints hundreds of lines after the task
+that failed (cleanup, destroy, the recap). This finds, in every log of LOG_DIR (newest last), the Ansible
+tasks that failed (``fatal:``/``failed:``, with the task's name and the first lines of its result: the
+assertion and the message) and pytest's failures (``FAILED``/``E`` lines), and prints them, shortened, as the
+last lines of the run.
+
+    python tests/failure_digest.py .cache/logs [--max-lines 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# molecule's rich output frames each playbook line: "  │ ", "  └─ ", "  ┌─ "
+FRAME = re.compile(r"^\s*[│└┌├─]+\s?")
+ANSIBLE_FAILURE = re.compile(r"^(fatal|failed): \[")
+TASK = re.compile(r"^(TASK|RUNNING HANDLER) \[(?P<name>[^\]]*)")
+BLOCK_END = re.compile(r"^(TASK |PLAY |RUNNING HANDLER|ok: |changed: |skipping: |included: |fatal: |failed: "
+                       r"|\.\.\.ignoring)")
+PYTEST_FAILURE = re.compile(r"^(FAILED|ERROR) \S+|^E\s{2,}\S")
+WIDTH = 300
+
+
+def clean(line: str) -> str:
+    return FRAME.sub("", ANSI.sub("", line)).rstrip()
+
+
+def ansible_failures(lines: list[str], block_lines: int) -> list[list[str]]:
+    """Each failed task: its name, the failure line and the first lines of its result."""
+    found = []
+    task = ""
+    for i, line in enumerate(lines):
+        match = TASK.match(line)
+        if match:
+            task = match.group("name")
+            continue
+        if not ANSIBLE_FAILURE.match(line):
+            continue
+        block = [f"TASK [{task}]", line]
+        ignored = False
+        for follow in lines[i + 1:]:
+            if BLOCK_END.match(follow):
+                ignored = follow.strip().startswith("...ignoring")
+                break
+            if follow.strip() and len(block) < block_lines + 2:
+                block.append("  " + follow)
+        if ignored:
+            continue
+        found.append(block)
+    return found
+
+
+def pytest_failures(lines: list[str]) -> list[list[str]]:
+    return [[line] for line in lines if PYTEST_FAILURE.match(line)]
+
+
+def digest(log_dir: Path, max_lines: int, block_lines: int = 16) -> list[str]:
+    out: list[str] = []
+    logs = sorted(log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime) if log_dir.is_dir() else []
+    for log in logs:
+        lines = [clean(line) for line in log.read_text(encoding="utf-8", errors="replace").splitlines()]
+        blocks = ansible_failures(lines, block_lines) + pytest_failures(lines)
+        if not blocks:
+            continue
+        out.append(f"--- {log} ---")
+        for block in blocks:
+            out.extend(line if len(line) <= WIDTH else line[:WIDTH] + " ..." for line in block)
+    if len(out) > max_lines:
+        out = [f"(first {max_lines - 1} of {len(out)} lines)", *out[:max_lines - 1]]
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("log_dir", type=Path)
+    parser.add_argument("--max-lines", type=int, default=60)
+    args = parser.parse_args()
+    lines = digest(args.log_dir, args.max_lines)
+    print("=" * 30 + " what failed (digest of " + str(args.log_dir) + ") " + "=" * 30)
+    print("\n".join(lines) if lines else "no failed task or test found in the logs; read them in full")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
