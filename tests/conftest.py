@@ -37,7 +37,7 @@ def nmap_source_tree(version: str) -> Path:
     return tree
 
 
-@pytest.fixture(params=sorted(NMAP_SUITES, key=lambda v: tuple(int(p) for p in v.split("."))))
+@pytest.fixture(scope="module", params=sorted(NMAP_SUITES, key=lambda v: tuple(int(p) for p in v.split("."))))
 def nmap_tree(request) -> Path:
     """Parametrised over every supported nmap version: the extracted source tree."""
     return nmap_source_tree(request.param)

@@ -84,6 +84,14 @@ options:
     description: "Seconds between SIGTERM and SIGKILL."
     type: int
     default: 10
+  script_args:
+    description:
+      - "NSE script arguments (O(state=started)), in the syntax of nmap's C(--script-args-file) (the
+        C(scanfleet_script_args) filter renders them from a mapping). Written to C(script-args) in the
+        attempt's directory (root:O(group) mode 0640) and passed with C(--script-args-file), so the values are
+        on no command line; the supervisor removes the file when nmap ends. Never logged (C(no_log))."
+    type: str
+    default: ""
   reason:
     description: "Why the jobs are stopped (O(state=stopped)), recorded in C(exit.json)."
     type: str
@@ -118,6 +126,7 @@ attempts:
   returned: always
 """
 
+import contextlib
 import grp
 import hashlib
 import json
@@ -135,6 +144,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 TAIL_BYTES = 6000
 OUTPUTS = {"scan.xml": "out/scan.xml", "scan.nmap": "out/scan.nmap", "scan.gnmap": "out/scan.gnmap",
            "nmap.log": "nmap.log"}
+SECRETS = "script-args"  # the --script-args-file: removed when nmap ends, never fetched
 
 # The detached supervisor, run as `python3 -c SUPERVISOR CONFIG_JSON` in its own session.
 #
@@ -162,6 +172,12 @@ def put(name, data):
     os.replace(tmp, os.path.join(d, name))
 def controlling_tty():
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+def forget():
+    for path in cfg["secrets"]:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 started = time.time()
 log = os.open(os.path.join(d, "nmap.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
 master, slave = os.openpty()
@@ -171,6 +187,7 @@ try:
                             stderr=subprocess.STDOUT, user=cfg["user"], group=cfg["group"], extra_groups=[],
                             umask=0o027, close_fds=True, start_new_session=True, preexec_fn=controlling_tty)
 except (OSError, subprocess.SubprocessError) as exc:
+    forget()
     put("exit.json", {"rc": None, "reason": "error", "detail": "cannot run nmap: %s" % exc,
                       "started": started, "ended": time.time()})
     sys.exit(1)
@@ -202,6 +219,7 @@ while True:
         elif kill_at is not None and now > kill_at:
             proc.kill()
             kill_at = None
+forget()
 if reason is None:
     if os.path.exists(os.path.join(d, "stop.json")):
         with open(os.path.join(d, "stop.json")) as f:
@@ -282,6 +300,11 @@ class Job:
     def path(self, *names):
         return os.path.join(self.dir, *names)
 
+    def forget_secrets(self):
+        """Remove the script arguments of an ended job (the supervisor does it, unless it died first)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(SECRETS))
+
     def status(self, checksums=False):
         info = {"id": self.id, "dir": self.dir}
         job = _read_json(self.path("job.json")) or {}
@@ -360,6 +383,8 @@ def start(module, job, attempt, p, warnings):
     if versiondb:
         argv += ["--versiondb", versiondb]
     argv += ["--stats-every", f"{p['stats_every']}s", "-iL", job.path("targets"), "-oA", job.path("out", "scan")]
+    if p["script_args"]:
+        argv += ["--script-args-file", job.path(SECRETS)]
     if attempt.get("ipv6"):
         argv.append("-6")
     current = {"id": job.id, "dir": job.dir, "state": "running", "action": "started", "argv": argv,
@@ -370,8 +395,12 @@ def start(module, job, attempt, p, warnings):
     _mkdir(job.dir, 0, gid, 0o750)
     _mkdir(job.path("out"), uid, gid, 0o750)
     _write(job.path("targets"), "".join(line + "\n" for line in lines), 0, gid, 0o640)
+    secrets = []
+    if p["script_args"]:
+        _write(job.path(SECRETS), p["script_args"], 0, gid, 0o640)
+        secrets.append(job.path(SECRETS))
     config = {"dir": job.dir, "argv": argv, "user": p["user"], "group": p["group"], "timeout": p["timeout"],
-              "kill_grace": p["kill_grace"]}
+              "kill_grace": p["kill_grace"], "secrets": secrets}
     description = {"argv": argv, "versiondb": versiondb, "created": time.time(), "lines": len(lines)}
     # job.json first: from here on the attempt is never started twice
     _write(job.path("job.json"), json.dumps(description), 0, gid, 0o640)
@@ -437,6 +466,7 @@ def main():
             "timeout": {"type": "int", "default": 0},
             "kill_grace": {"type": "int", "default": 10},
             "reason": {"type": "str", "default": "stopped", "choices": ["stopped", "stalled", "timeout"]},
+            "script_args": {"type": "str", "default": "", "no_log": True},
         },
         supports_check_mode=True,
     )
@@ -457,6 +487,8 @@ def main():
             info = stop(module, job, p["reason"], p["kill_grace"])
         else:
             info = job.status()
+        if info.get("state") in ("exited", "dead") and not module.check_mode:
+            job.forget_secrets()
         changed = changed or info.get("action") in ("started", "stopped")
         results.append(info)
     for warning in warnings:

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 
 import pytest
 
+from scanfleet import scriptargs
 from tests.conftest import ROOT
 from tests.patching import apply_patches, render_patches, role_configure_args
 
 pytestmark = pytest.mark.build
 
 WORK = ROOT / ".cache" / "build-test"
+ECHO_ARGS = ROOT / "tests" / "fixtures" / "nse" / "scanfleet-echo-args.nse"
 SILENT_CHECK = ROOT / "roles" / "nmap_build" / "files" / "silent_port_check.py"
 TCPWRAPPED_CHECK = ROOT / "molecule" / "shared" / "files" / "tcpwrapped_check.py"
 
@@ -27,8 +31,9 @@ def isolated(cmd: list[str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, check=False, timeout=300)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def built_nmap(nmap_tree):
+    """nmap_tree patched as the role patches it, configured, compiled and installed (once per version)."""
     work = WORK / nmap_tree.parent.name
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -65,3 +70,50 @@ def test_patched_build_runs_with_short_waits(built_nmap):
     result = json.loads(wrapped.stdout)
     assert result["immediate_close"] == "tcpwrapped" and result["immediate_probes_sent"] == 1
     assert result["delayed_probes_sent"] > 1, result  # the probes file's tcpwrappedms 3000 was ignored
+
+
+# Values that nmap's own --script-args syntax would split or unquote: commas, '=', braces, both quotes,
+# backslashes, newlines, spaces at either end, non-ASCII; numbers and booleans; a nested table and a list.
+AWKWARD_ARGS = {
+    "http.useragent": 'Mozilla/5.0 (X11; "quoted", a=b) {braces}',
+    "smbpassword": "p\\a\"s,s=w'o}r{d\n second line ",
+    "snmp.community": "  spaced  ",
+    "unicode": "caf\u00e9 \u2603",
+    "empty": "",
+    "number": 42,
+    "flag": True,
+    "creds.global": {"user": "admin", "pass": "x,y=z"},
+    "ports": [80, "8080"],
+}
+
+
+def flatten(args, prefix=""):
+    """What the echo script reports for ARGS (Lua lists are indexed from 1)."""
+    items = []
+    pairs = args.items() if isinstance(args, dict) else ((i + 1, v) for i, v in enumerate(args))
+    for key, value in pairs:
+        name = f"{prefix}{key}"
+        if isinstance(value, (dict, list)):
+            items += flatten(value, name + "/")
+        else:
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            items.append(f"{name}={text.encode().hex()}")
+    return items
+
+
+def test_script_args_file_reaches_nse_verbatim(built_nmap, tmp_path):
+    """The file scanfleet renders from nmap_scan_script_args is parsed by this nmap's NSE into exactly the
+    values given (a prerule script echoes nmap.registry.args; no target, nothing is sent)."""
+    _, nmap = built_nmap
+    args_file = tmp_path / "script-args"
+    args_file.write_text(scriptargs.render(AWKWARD_ARGS), encoding="utf-8")
+    xml = tmp_path / "out.xml"
+    proc = isolated([str(nmap), "-n", "--script", str(ECHO_ARGS), "--script-args-file", str(args_file),
+                     "-oX", str(xml)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    output = ET.parse(xml).find("prescript/script[@id='scanfleet-echo-args']").get("output")
+    # nmap itself appends its (empty) --script-args to the file's: an empty positional argument "1=", which
+    # no script reads by name; every named argument must come through exactly
+    named = [item for item in output.split(";") if not re.fullmatch(r"[0-9]+=", item)]
+    assert sorted(named) == sorted(flatten(AWKWARD_ARGS))
+    assert "Mozilla" not in ET.parse(xml).getroot().get("args")
