@@ -84,6 +84,16 @@ def end_leftovers(sid: int) -> list[dict]:
     return left
 
 
+def targets_not_listening(args: argparse.Namespace) -> str | None:
+    """None when every port of the lab's target hosts listens (lab/targets.sh status), else that status: a
+    scan of targets that are gone ends at once, and no fault could happen mid-scan."""
+    proc = subprocess.run([f"{args.project}/lab/targets.sh", "status"], capture_output=True, text=True,
+                          timeout=120, check=False)
+    if proc.returncode != 0 or not proc.stdout.strip() or re.search(r"NOT listening| down$", proc.stdout, re.M):
+        return (proc.stdout + proc.stderr).strip() or f"lab/targets.sh status exited with {proc.returncode}"
+    return None
+
+
 def start(args: argparse.Namespace, log_name: str) -> tuple[subprocess.Popen, Path]:
     log = Path(args.log_dir) / log_name
     cmd = [args.ansible_playbook, "-i", args.inventory, f"{args.project}/playbooks/scan.yml",
@@ -136,6 +146,9 @@ def state_copy(args: argparse.Namespace, name: str) -> dict | None:
 
 def interrupt(args: argparse.Namespace) -> dict:
     report: dict = {"fault": "interrupt", "run_id": args.run_id}
+    if (status := targets_not_listening(args)) is not None:
+        report["error"] = f"the lab's target hosts do not all listen before the run: {status}"
+        return report
     proc, log = start(args, f"{args.run_id}-1.log")
     report["first"] = {"pid": proc.pid, "log": str(log)}
     deadline = time.monotonic() + args.timeout
@@ -173,6 +186,9 @@ def interrupt(args: argparse.Namespace) -> dict:
 
 def hostdown(args: argparse.Namespace) -> dict:
     report: dict = {"fault": "hostdown", "run_id": args.run_id, "victim": args.victim}
+    if (status := targets_not_listening(args)) is not None:
+        report["error"] = f"the lab's target hosts do not all listen before the run: {status}"
+        return report
     proc, log = start(args, f"{args.run_id}.log")
     report["run"] = {"pid": proc.pid, "log": str(log)}
     base = f"{args.remote_dir}/{args.run_id}"
