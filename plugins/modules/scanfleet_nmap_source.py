@@ -120,7 +120,7 @@ def main() -> None:
         from scanfleet import ScanfleetError
         from scanfleet.source import build_id, prepare
     except ImportError as exc:
-        module.fail_json(msg=f"the scanfleet package is not importable by {exc}: run ansible from the "
+        module.fail_json(msg=f"the scanfleet package is not importable ({exc}): run ansible from the "
                              "project's virtualenv (make venv; . .venv/bin/activate)")
     p = module.params
     try:

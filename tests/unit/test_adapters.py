@@ -1,7 +1,10 @@
-"""Script arguments through Ansible: the scan role refuses bad ones before anything is sent, and the values
-never reach Ansible's output (module no_log, filters). Runs the real ansible-playbook/ansible on the controller
-only: the scanner of the inventory is never reached (every case fails in the role's checks, which run on the
-controller before the first connection), and the module runs locally in state=status on an empty directory."""
+"""The Ansible adapters over the scanfleet package, run for real on the controller only.
+
+- Script arguments: the scan role refuses bad ones before anything is sent (the inventory's scanner is never
+  reached: every case fails in the role's checks, which run on the controller before the first connection), and
+  the values never reach Ansible's output (the job module's no_log parameter, run locally in state=status).
+- A Python without the scanfleet package gets a message naming the fix from every controller-side module.
+"""
 
 from __future__ import annotations
 
@@ -71,3 +74,27 @@ def test_job_module_never_shows_the_script_args(tmp_path):
     assert "state: absent" in output, output
     assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in output, output
     assert SECRET not in output, output
+
+
+@pytest.mark.parametrize(("module", "args"), [
+    ("scanfleet_nmap_source", {"kind": "debian", "version": "7.95", "cache": "CACHE"}),
+    ("scanfleet_probes", {"state": "checked"}),
+    ("scanfleet_scan_plan", {"results_dir": "CACHE", "session": "s", "scanners": {}, "available": [], "scope": []}),
+    ("scanfleet_scan_record", {"results_dir": "CACHE", "run_id": "r", "session": "s", "outcomes": []}),
+    ("scanfleet_scan_report", {"results_dir": "CACHE", "run_id": "r"}),
+])
+def test_adapters_say_how_to_fix_a_missing_package(module, args, tmp_path):
+    """Run by a Python without the scanfleet package (the system's), each controller-side module fails with
+    the same message naming the fix, instead of a traceback."""
+    system_python = "/usr/bin/python3"
+    probe = subprocess.run([system_python, "-c", "import scanfleet"], capture_output=True, cwd=tmp_path, check=False)
+    assert probe.returncode != 0, "the system Python must not have the scanfleet package for this test"
+    args = json.loads(json.dumps(args).replace("CACHE", str(tmp_path)))
+    result = subprocess.run(["ansible", "localhost", "-c", "local", "-m", module, "-a", json.dumps(args),
+                             "-e", f"ansible_python_interpreter={system_python}"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env(), check=False, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "the scanfleet package is not importable (No module named 'scanfleet'): run ansible from the " \
+           "project's virtualenv (make venv; . .venv/bin/activate)" in " ".join(output.split()), output
+    assert "Traceback" not in output, output
