@@ -7,7 +7,7 @@ tasks that failed (``fatal:``/``failed:``, with the task's name and the first li
 assertion and the message) and pytest's failures (``FAILED``/``E`` lines), and prints them, shortened, as the
 last lines of the run.
 
-    python tests/failure_digest.py .cache/logs [--max-lines 60]
+    python tests/failure_digest.py .cache/logs [--max-lines 24]
 """
 
 from __future__ import annotations
@@ -25,15 +25,25 @@ TASK = re.compile(r"^(TASK|RUNNING HANDLER) \[(?P<name>[^\]]*)")
 BLOCK_END = re.compile(r"^(TASK |PLAY |RUNNING HANDLER|ok: |changed: |skipping: |included: |fatal: |failed: "
                        r"|\.\.\.ignoring)")
 PYTEST_FAILURE = re.compile(r"^(FAILED|ERROR) \S+|^E\s{2,}\S")
-WIDTH = 300
+WIDTH = 900  # CI folds longer lines
+# fields of a failed result that tell nothing
+NOISE = re.compile(r"\b(changed|evaluated_to|unreachable): (true|false)\b|\bansible_loop_var: \S+")
 
 
 def clean(line: str) -> str:
     return FRAME.sub("", ANSI.sub("", line)).rstrip()
 
 
-def ansible_failures(lines: list[str], block_lines: int) -> list[list[str]]:
-    """Each failed task: its name, the failure line and the first lines of its result."""
+def collapse(lines: list[str]) -> str:
+    """A failed task's result on one line: its fields joined, the ones that say nothing dropped, shortened."""
+    text = " ".join(" ".join(line.split()) for line in lines if line.strip())
+    text = " ".join(NOISE.sub("", text).split())
+    return text if len(text) <= WIDTH else text[:WIDTH] + " ..."
+
+
+def ansible_failures(lines: list[str]) -> list[list[str]]:
+    """Each failed task (ignored failures left out): its name with the failure line, then its result (the
+    assertion, the message) on one line."""
     found = []
     task = ""
     for i, line in enumerate(lines):
@@ -43,35 +53,35 @@ def ansible_failures(lines: list[str], block_lines: int) -> list[list[str]]:
             continue
         if not ANSIBLE_FAILURE.match(line):
             continue
-        block = [f"TASK [{task}]", line]
+        result: list[str] = []
         ignored = False
         for follow in lines[i + 1:]:
             if BLOCK_END.match(follow):
                 ignored = follow.strip().startswith("...ignoring")
                 break
-            if follow.strip() and len(block) < block_lines + 2:
-                block.append("  " + follow)
-        if ignored:
-            continue
-        found.append(block)
+            result.append(follow)
+        if not ignored:
+            found.append([f"TASK [{task}] {line.strip()}", "  " + collapse(result)])
     return found
 
 
 def pytest_failures(lines: list[str]) -> list[list[str]]:
-    return [[line] for line in lines if PYTEST_FAILURE.match(line)]
+    return [[collapse([line])] for line in lines if PYTEST_FAILURE.match(line)]
 
 
-def digest(log_dir: Path, max_lines: int, block_lines: int = 16) -> list[str]:
+def digest(log_dir: Path, max_lines: int) -> list[str]:
+    """The failures in LOG_DIR's logs (oldest log first), at most MAX_LINES lines, cut at the end: a CI log is
+    read from its end, so these must be the last lines printed, and few."""
     out: list[str] = []
     logs = sorted(log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime) if log_dir.is_dir() else []
     for log in logs:
         lines = [clean(line) for line in log.read_text(encoding="utf-8", errors="replace").splitlines()]
-        blocks = ansible_failures(lines, block_lines) + pytest_failures(lines)
+        blocks = ansible_failures(lines) + pytest_failures(lines)
         if not blocks:
             continue
-        out.append(f"--- {log} ---")
+        out.append(f"--- {log.name} ---")
         for block in blocks:
-            out.extend(line if len(line) <= WIDTH else line[:WIDTH] + " ..." for line in block)
+            out.extend(block)
     if len(out) > max_lines:
         out = [f"(first {max_lines - 1} of {len(out)} lines)", *out[:max_lines - 1]]
     return out
@@ -80,10 +90,10 @@ def digest(log_dir: Path, max_lines: int, block_lines: int = 16) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("log_dir", type=Path)
-    parser.add_argument("--max-lines", type=int, default=60)
+    parser.add_argument("--max-lines", type=int, default=24)
     args = parser.parse_args()
     lines = digest(args.log_dir, args.max_lines)
-    print("=" * 30 + " what failed (digest of " + str(args.log_dir) + ") " + "=" * 30)
+    print(f"==== what failed (full logs in {args.log_dir}) ====")
     print("\n".join(lines) if lines else "no failed task or test found in the logs; read them in full")
     return 0
 

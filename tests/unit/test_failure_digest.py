@@ -17,27 +17,33 @@ def one_log(tmp_path: Path, name: str) -> Path:
     return tmp_path
 
 
-def test_plain_log_names_the_failed_task_and_its_assertion(tmp_path):
-    lines = digest(one_log(tmp_path, "ansible-plain.log"), max_lines=60)
-    assert "TASK [Assert something that is false]" in lines
-    assert "fatal: [localhost]: FAILED! =>" in lines
-    text = "\n".join(lines)
-    assert "assertion: 1 == 2" in text
-    assert "msg: 'run x: hosts [1, 2] expected [1, 2, 3]'" in text
-    assert "\x1b" not in text
+FAILED_TASK = "TASK [Assert something that is false] fatal: [localhost]: FAILED! =>"
+FAILED_RESULT = "  assertion: 1 == 2 msg: 'run x: hosts [1, 2] expected [1, 2, 3]'"
+
+
+def test_plain_log_gives_the_failed_task_and_its_result_on_two_lines(tmp_path):
+    assert digest(one_log(tmp_path, "ansible-plain.log"), max_lines=24) == [
+        "--- ansible-plain.log ---", FAILED_TASK, FAILED_RESULT]
+
+
+def test_molecule_frame_and_colours_are_removed(tmp_path):
+    assert digest(one_log(tmp_path, "molecule-framed.log"), max_lines=24) == [
+        "--- molecule-framed.log ---", FAILED_TASK, FAILED_RESULT]
 
 
 def test_ignored_failures_are_left_out(tmp_path):
-    text = "\n".join(digest(one_log(tmp_path, "ansible-plain.log"), max_lines=60))
+    text = "\n".join(digest(one_log(tmp_path, "ansible-plain.log"), max_lines=24))
     assert "Ignored failure" not in text
     assert "non-zero return code" not in text
 
 
-def test_molecule_frame_is_removed(tmp_path):
-    lines = digest(one_log(tmp_path, "molecule-framed.log"), max_lines=60)
-    assert "TASK [Assert something that is false]" in lines
-    assert any(line.strip() == "assertion: 1 == 2" for line in lines)
-    assert not any("│" in line for line in lines)
+def test_a_long_result_is_one_shortened_line(tmp_path):
+    log = (LOGS / "ansible-plain.log").read_text().replace("run x: hosts [1, 2]", "run x: " + "h" * 3000)
+    (tmp_path / "long.log").write_text(log)
+    lines = digest(tmp_path, max_lines=24)
+    assert lines[1] == FAILED_TASK
+    assert len(lines) == 3 and lines[2].startswith("  assertion: 1 == 2 msg: 'run x: hhh")
+    assert lines[2].endswith(" ...") and len(lines[2]) == 2 + 900 + 4
 
 
 def test_pytest_failures_and_order_of_logs(tmp_path):
@@ -45,11 +51,9 @@ def test_pytest_failures_and_order_of_logs(tmp_path):
                                           "E       assert 1 == 2\n1 failed, 3 passed\n")
     shutil.copy(LOGS / "ansible-plain.log", tmp_path / "molecule-faults.log")
     os.utime(tmp_path / "lab-test.log", (1, 1))
-    lines = digest(tmp_path, max_lines=60)
-    headers = [line for line in lines if line.startswith("--- ")]
-    assert [Path(h.strip("- ")).name for h in headers] == ["lab-test.log", "molecule-faults.log"]
-    assert "FAILED tests/lab/test_rules.py::test_x - assert 1 == 2" in lines
-    assert "E       assert 1 == 2" in lines
+    assert digest(tmp_path, max_lines=24) == [
+        "--- lab-test.log ---", "FAILED tests/lab/test_rules.py::test_x - assert 1 == 2", "E assert 1 == 2",
+        "--- molecule-faults.log ---", FAILED_TASK, FAILED_RESULT]
 
 
 def test_long_digest_is_cut_and_says_so(tmp_path):
@@ -57,9 +61,10 @@ def test_long_digest_is_cut_and_says_so(tmp_path):
     lines = digest(tmp_path, max_lines=10)
     assert len(lines) == 10
     assert lines[0] == "(first 9 of 101 lines)"
+    assert lines[1] == "--- x.log ---"
 
 
 def test_clean_logs_give_nothing(tmp_path):
     (tmp_path / "ok.log").write_text("TASK [x]\nok: [localhost]\n5 passed\n")
-    assert digest(tmp_path, max_lines=60) == []
-    assert digest(tmp_path / "missing", max_lines=60) == []
+    assert digest(tmp_path, max_lines=24) == []
+    assert digest(tmp_path / "missing", max_lines=24) == []
