@@ -88,6 +88,8 @@ def verify_gpg(path: str | Path, signature: str | Path, key: str | Path, fingerp
             ["gpg", "--homedir", home, "--batch", "--status-fd", "1", "--verify", str(signature), str(path)],
             capture_output=True, text=True, check=False,
         )
+        # an agent gpg may have started for this homedir must not outlive it
+        subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], capture_output=True, check=False)
     valid = re.search(r"^\[GNUPG:\] VALIDSIG ([0-9A-F]{40})", proc.stdout, re.M)
     if proc.returncode != 0 or not valid:
         raise ScanfleetError(

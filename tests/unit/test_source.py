@@ -81,7 +81,9 @@ def signing_key(tmp_path_factory):
     public = home / "public.asc"
     public.write_text(subprocess.run([*gpg, "--armor", "--export"], check=True, capture_output=True,
                                      text=True).stdout)
-    return home, public, fingerprint
+    yield home, public, fingerprint
+    # key generation and signing started this homedir's gpg-agent: end it (through its own socket)
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=True, capture_output=True)
 
 
 def _sign(home: Path, path: Path) -> Path:
@@ -101,6 +103,31 @@ def test_gpg_good_tampered_and_wrong_signer(signing_key, tmp_path):
     tarball.write_bytes(b"release bytes, tampered")
     with pytest.raises(ScanfleetError, match=r"GPG verification of .* failed"):
         verify_gpg(tarball, signature, public, fingerprint)
+
+
+def live_gpg_agents(homedir_part: str) -> list[int]:
+    """PIDs of running (not zombie) gpg-agents whose command line names a homedir containing HOMEDIR_PART."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        agent = cmdline[0].endswith(b"gpg-agent")
+        if state != "Z" and agent and homedir_part.encode() in b" ".join(cmdline):
+            found.append(int(proc.name))
+    return found
+
+
+def test_gpg_verification_leaves_no_agent_behind(signing_key, tmp_path):
+    home, public, fingerprint = signing_key
+    tarball = tmp_path / "nmap-7.95.tar.bz2"
+    tarball.write_bytes(b"release bytes")
+    signature = _sign(home, tarball)
+    before = set(live_gpg_agents("scanfleet-gpg-"))
+    assert verify_gpg(tarball, signature, public, fingerprint) == fingerprint
+    assert set(live_gpg_agents("scanfleet-gpg-")) - before == set()
 
 
 def test_shipped_nmap_key_has_the_pinned_fingerprint(tmp_path):
