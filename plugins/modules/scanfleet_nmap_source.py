@@ -94,6 +94,7 @@ build_id: {description: sha256 over version, source sums, patches and configure 
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.scanfleet_adapter import load, user_errors
 
 
 def main() -> None:
@@ -116,22 +117,15 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    try:
-        from scanfleet import ScanfleetError
-        from scanfleet.source import build_id, prepare
-    except ImportError as exc:
-        module.fail_json(msg=f"the scanfleet package is not importable ({exc}): run ansible from the "
-                             "project's virtualenv (make venv; . .venv/bin/activate)")
+    sources = load(module, "source")
     p = module.params
-    try:
-        source = prepare(p["kind"], p["version"], p["cache"], url=p["url"], sha256=p["sha256"],
-                         pinned=p["pinned"], gpg_verify=p["gpg_verify"], gpg_key=p["gpg_key"],
-                         gpg_fingerprint=p["gpg_fingerprint"], archive=p["archive"], suite=p["suite"],
-                         mirror=p["mirror"])
-    except ScanfleetError as exc:
-        module.fail_json(msg=str(exc))
+    with user_errors(module):
+        source = sources.prepare(p["kind"], p["version"], p["cache"], url=p["url"], sha256=p["sha256"],
+                                 pinned=p["pinned"], gpg_verify=p["gpg_verify"], gpg_key=p["gpg_key"],
+                                 gpg_fingerprint=p["gpg_fingerprint"], archive=p["archive"], suite=p["suite"],
+                                 mirror=p["mirror"])
     result = source.to_dict()
-    result["build_id"] = build_id(p["version"], [f.sha256 for f in source.files], p["patches"],
+    result["build_id"] = sources.build_id(p["version"], [f.sha256 for f in source.files], p["patches"],
                                   p["configure_args"])
     module.exit_json(changed=False, **result)
 

@@ -79,6 +79,7 @@ import hashlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.scanfleet_adapter import load, user_errors
 
 
 def main() -> None:
@@ -98,45 +99,27 @@ def main() -> None:
         required_if=[("state", "merged", ["stock", "dest"]), ("state", "explained", ["dest"])],
         supports_check_mode=True,
     )
-    try:
-        from scanfleet import ScanfleetError
-        from scanfleet.probes import (
-            collect_rule_files,
-            encode,
-            explain_rejection,
-            merge_files,
-            nmap_check_command,
-            parse_rules_file,
-            precheck_rules,
-            raise_on_errors,
-            read_text,
-        )
-    except ImportError as exc:
-        module.fail_json(msg=f"the scanfleet package is not importable ({exc}): run ansible from the "
-                             "project's virtualenv (make venv; . .venv/bin/activate)")
+    probes = load(module, "probes")
     p = module.params
     if p["state"] == "checked":
-        try:
-            files = collect_rule_files(p["rules"])
+        with user_errors(module):
+            files = probes.collect_rule_files(p["rules"])
             warnings = []
             for path in files:
-                problems = precheck_rules(parse_rules_file(path))
-                raise_on_errors(problems)
+                problems = probes.precheck_rules(probes.parse_rules_file(path))
+                probes.raise_on_errors(problems)
                 warnings += [str(problem) for problem in problems]
-        except ScanfleetError as exc:
-            module.fail_json(msg=str(exc))
         module.exit_json(changed=False, files=[str(path) for path in files], problems=warnings)
-    try:
-        result = merge_files(p["stock"], p["rules"], drop_exclude=p["drop_exclude"],
-                             totalwaitms=p["totalwaitms"], tcpwrappedms=p["tcpwrappedms"]) if p["stock"] else None
-    except ScanfleetError as exc:
-        module.fail_json(msg=str(exc))
+    with user_errors(module):
+        result = probes.merge_files(p["stock"], p["rules"], drop_exclude=p["drop_exclude"],
+                                    totalwaitms=p["totalwaitms"],
+                                    tcpwrappedms=p["tcpwrappedms"]) if p["stock"] else None
     if p["state"] == "explained":
         # The same merge again gives every line's origin: nmap's line number maps to the rule file's line.
-        text = result.text if result else read_text(p["dest"])
-        module.fail_json(msg=explain_rejection(text, p["host_path"] or p["dest"], p["nmap_message"], p["nmap"],
-                                               result.origins if result else None))
-    data = encode(result.text)
+        text = result.text if result else probes.read_text(p["dest"])
+        module.fail_json(msg=probes.explain_rejection(text, p["host_path"] or p["dest"], p["nmap_message"],
+                                                      p["nmap"], result.origins if result else None))
+    data = probes.encode(result.text)
     digest = hashlib.sha256(data).hexdigest()
     old = None
     if os.path.exists(p["dest"]):
@@ -151,7 +134,7 @@ def main() -> None:
         os.replace(tmp, p["dest"])
     module.exit_json(changed=changed, sha256=digest, summary=result.summary(),
                      problems=[str(problem) for problem in result.problems],
-                     check_command=nmap_check_command(p["nmap"], p["host_path"] or p["dest"]))
+                     check_command=probes.nmap_check_command(p["nmap"], p["host_path"] or p["dest"]))
 
 
 if __name__ == "__main__":

@@ -135,6 +135,7 @@ newly_unavailable: {description: Hosts unavailable since the last round (warned 
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.scanfleet_adapter import load, user_errors
 
 
 def main() -> None:
@@ -160,15 +161,10 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    try:
-        from scanfleet import ScanfleetError
-        from scanfleet import run as sfrun
-    except ImportError as exc:
-        module.fail_json(msg=f"the scanfleet package is not importable ({exc}): run ansible from the project's "
-                             "virtualenv (make venv; . .venv/bin/activate)")
+    sfrun = load(module, "run")
     p = module.params
     scanners = p["scanners"]
-    try:
+    with user_errors(module):
         plan = sfrun.build_plan(
             targets=p["targets"], targets_files=p["targets_files"], exclude=p["exclude"],
             exclude_files=p["exclude_files"], scope=p["scope"], scope_extra=p["scope_extra"],
@@ -180,8 +176,6 @@ def main() -> None:
             available=p["available"], unavailable={k: str(v) for k, v in p["unavailable"].items()},
             session=p["session"], round_no=p["round"], mode=p["mode"], seed=p["seed"],
             write=not module.check_mode)
-    except ScanfleetError as exc:
-        module.fail_json(msg=str(exc))
     for host, why in sorted(result["newly_unavailable"].items()):
         module.warn(f"scanner {host} {why}: its share of the targets goes to "
                     f"{', '.join(sorted(p['available'])) or 'no other host'}")

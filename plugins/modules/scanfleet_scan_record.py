@@ -57,6 +57,7 @@ statuses: {description: Attempt id -> status., type: dict, returned: success}
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.scanfleet_adapter import load, user_errors
 
 
 def main() -> None:
@@ -69,18 +70,11 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    try:
-        from scanfleet import ScanfleetError
-        from scanfleet import run as sfrun
-    except ImportError as exc:
-        module.fail_json(msg=f"the scanfleet package is not importable ({exc}): run ansible from the project's "
-                             "virtualenv (make venv; . .venv/bin/activate)")
+    sfrun = load(module, "run")
     p = module.params
-    try:
+    with user_errors(module):
         result = sfrun.record_run(results=p["results_dir"], run_id=p["run_id"], outcomes=p["outcomes"],
                                   session=p["session"], write=not module.check_mode)
-    except ScanfleetError as exc:
-        module.fail_json(msg=str(exc))
     for note in result["notes"]:
         module.warn(note)
     module.exit_json(**result)

@@ -61,6 +61,7 @@ inputs: {description: Labels (attempt ids) of the merged inputs., type: list, re
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.scanfleet_adapter import load, user_errors
 
 
 def main() -> None:
@@ -73,18 +74,11 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    try:
-        from scanfleet import ScanfleetError
-        from scanfleet import run as sfrun
-    except ImportError as exc:
-        module.fail_json(msg=f"the scanfleet package is not importable ({exc}): run ansible from the project's "
-                             "virtualenv (make venv; . .venv/bin/activate)")
+    sfrun = load(module, "run")
     p = module.params
-    try:
+    with user_errors(module):
         result = sfrun.report_run(results=p["results_dir"], run_id=p["run_id"], dtd=p["dtd"] or None,
                                   xsl=p["xsl"] or None, write=not module.check_mode)
-    except ScanfleetError as exc:
-        module.fail_json(msg=str(exc))
     module.exit_json(**result)
 
 
