@@ -64,15 +64,12 @@ is corrupted in the middle, or holds two runs (``--append-output``) raises
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import ipaddress
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
@@ -83,6 +80,7 @@ from xml.sax.saxutils import quoteattr
 
 from scanfleet import ScanfleetError
 from scanfleet import report as _report
+from scanfleet.files import atomic_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -711,10 +709,8 @@ def merge(inputs: Sequence[Path], out: Path, *, labels: Sequence[str] | None = N
     exit_status = "error" if problems else "success"
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_path(out) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
             counts = _write_document(f, inputs, shards, fingerprints, dups, start=start, end=end,
                                      elapsed=elapsed, exit_status=exit_status, problems=problems,
                                      stylesheet=stylesheet)
@@ -722,12 +718,6 @@ def merge(inputs: Sequence[Path], out: Path, *, labels: Sequence[str] | None = N
         if dtd is not None:
             validate(tmp, Path(dtd), shown_as=out)
             validated = True
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
     return MergeResult(out=out, shards=shards, hosts_up=counts["up"], hosts_down=counts["down"],
                        hosts_total=counts["total"], start=start, end=end, elapsed=elapsed,
                        exit=exit_status, errormsg="; ".join(problems) or None, validated=validated)

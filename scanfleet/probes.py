@@ -101,7 +101,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -109,6 +108,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from scanfleet import ScanfleetError
+from scanfleet.files import atomic_path
 
 ENCODING = "utf-8"
 ENCODING_ERRORS = "surrogateescape"  # nmap files are bytes: keep any non-UTF-8 byte as is
@@ -1311,20 +1311,11 @@ def write_merged(result: MergeResult, out_path: str | os.PathLike[str],
     out = Path(out_path)
     if not out.parent.is_dir():
         raise ScanfleetError(f"{out}: directory {out.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(encode(result.text))
-            fh.flush()
-            os.fsync(fh.fileno())
+    mode = out.stat().st_mode & 0o7777 if out.exists() else 0o644
+    with atomic_path(out, mode=mode, durable=True) as tmp:
+        tmp.write_bytes(encode(result.text))
         if nmap_binary:
             validate_with_nmap(tmp, nmap_binary, result.origins, name=f"{out} (not written)")
-        mode = out.stat().st_mode & 0o7777 if out.exists() else 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,19 +23,17 @@ a service name without product/version) count as identified.
 from __future__ import annotations
 
 import collections
-import contextlib
 import csv
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from scanfleet import ScanfleetError
+from scanfleet.files import atomic_path, atomic_write
 
 COLUMNS = ("address", "hostname", "port", "protocol", "state", "service", "product", "version",
            "extrainfo", "identified")
@@ -142,21 +140,6 @@ def csv_value(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-@contextlib.contextmanager
-def _atomic(path: Path, newline: str | None = "\n") -> Iterator[TextIO]:
-    """Open a temporary file next to ``path``; rename it to ``path`` only if the block succeeds."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
-            yield f
-        os.chmod(name, 0o644)
-        os.replace(name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
-        raise
-
-
 # The summary lists at most this many services of each kind (all of them are in merged.json/.csv); it
 # counts every one, by service and product. A summary holding every port would grow with the scan.
 SUMMARY_LIST_LIMIT = 200
@@ -195,7 +178,7 @@ def write_reports(merged_xml: Path, out_dir: Path, merge_info: Mapping[str, Any]
                 for key in hosts:
                     hosts[key] = int(counts.get(key, "0"))
 
-    with _atomic(out_dir / "merged.json") as fj, _atomic(out_dir / "merged.csv", newline="") as fc:
+    with atomic_write(out_dir / "merged.json") as fj, atomic_write(out_dir / "merged.csv", newline="") as fc:
         writer = csv.writer(fc, lineterminator="\n")
         writer.writerow(COLUMNS)
         fj.write("[")
@@ -242,7 +225,7 @@ def write_reports(merged_xml: Path, out_dir: Path, merge_info: Mapping[str, Any]
         "shards": list(info.get("shards", [])),
         "notes": notes,
     }
-    with _atomic(out_dir / SUMMARY_FILE) as f:
+    with atomic_write(out_dir / SUMMARY_FILE) as f:
         json.dump(summary, f, indent=2, ensure_ascii=False)
         f.write("\n")
     return summary
@@ -255,20 +238,12 @@ def write_html(merged_xml: Path, out_html: Path, xsl: Path) -> None:
         raise ScanfleetError("xsltproc not found: install xsltproc to get merged.html")
     if not Path(xsl).is_file():
         raise ScanfleetError(f"{xsl}: no such stylesheet; give the path of nmap.xsl")
-    fd, name = tempfile.mkstemp(prefix=f".{out_html.name}.", suffix=".tmp", dir=out_html.parent)
-    os.close(fd)
-    try:
-        proc = subprocess.run([xsltproc, "--nonet", "-o", name, str(xsl), str(merged_xml)],
+    with atomic_path(out_html) as name:
+        proc = subprocess.run([xsltproc, "--nonet", "-o", str(name), str(xsl), str(merged_xml)],
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise ScanfleetError(f"{merged_xml}: xsltproc {xsl} failed: "
                                  f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
-        os.chmod(name, 0o644)
-        os.replace(name, out_html)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
-        raise
 
 
 def load_summary(out_dir: Path) -> dict[str, Any]:

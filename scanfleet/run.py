@@ -48,7 +48,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -57,6 +56,7 @@ from typing import Any
 from scanfleet import ScanfleetError
 from scanfleet import nmapxml as _nmapxml
 from scanfleet import report as _report
+from scanfleet.files import atomic_write, sha256_file
 from scanfleet.shard import shard as _shard
 from scanfleet.targets import (
     EMPTY,
@@ -226,19 +226,9 @@ def save_state(directory: Path, state: RunState) -> None:
     """Write ``state.json`` atomically (temporary file, fsync, rename)."""
     directory = Path(directory)
     _dir_mode(directory)
-    fd, name = tempfile.mkstemp(prefix=f".{STATE_FILE}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(state.to_dict(), f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(name, 0o600)
-        os.replace(name, directory / STATE_FILE)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
-        raise
+    with atomic_write(directory / STATE_FILE, mode=0o600, durable=True) as f:
+        json.dump(state.to_dict(), f, indent=1, sort_keys=True)
+        f.write("\n")
 
 
 def run_fingerprints(addresses: IntervalSet, options: Sequence[str]) -> tuple[str, str]:
@@ -531,14 +521,6 @@ def format_outcome(host: str, attempt_id: str, outcome: str, status: Mapping[str
 
 # --------------------------------------------------------------------------------------------------
 # Recording what came back
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def attempt_dir(results: Path, run_id: str, attempt: Attempt) -> Path:

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from scanfleet import ScanfleetError
+from scanfleet.files import sha256_file
 
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 SOURCES_LIST = Path("/etc/apt/sources.list")
@@ -52,14 +53,6 @@ class PreparedSource:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: str | Path, expected: str, what: str = "source") -> str:

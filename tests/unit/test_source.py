@@ -9,7 +9,8 @@ import pytest
 
 from scanfleet import ScanfleetError
 from scanfleet.cli import main as cli_main
-from scanfleet.source import build_id, parse_dsc, prepare, sha256_file, verify_gpg, verify_sha256
+from scanfleet.files import sha256_file
+from scanfleet.source import build_id, parse_dsc, prepare, verify_gpg, verify_sha256
 from tests.conftest import CACHE, nmap_source_tree
 
 
