@@ -11,8 +11,9 @@ import os
 import statistics
 import time
 
-from scanfleet.shard import block_prefixes, shard
-from scanfleet.targets import addresses_of, parse_targets, render_lines
+from scanfleet.intervals import render_lines
+from scanfleet.shards import block_prefixes, shard
+from scanfleet.targets import addresses_of, parse_targets
 
 
 def run(mode: str, hosts: int) -> tuple[float, float, int, int]:

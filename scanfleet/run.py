@@ -32,7 +32,7 @@ Rules
   same host again when that host is available (the job on the host is attached to, not restarted);
   otherwise it is ``lost`` and its addresses are planned again.
 * **Reassignment**: the addresses not covered and not assigned are sharded
-  (:func:`scanfleet.shard.shard`, weighted by capacity) over the *available* hosts only: a host
+  (:func:`scanfleet.shards.shard`, weighted by capacity) over the *available* hosts only: a host
   unreachable at the start, or whose job stalled, timed out or died in this playbook run, gets nothing
   more in this run. No available host while addresses remain is an error that names the hosts and why.
 * **Coverage** (:func:`coverage`): the run is complete when the covered addresses are exactly the target
@@ -57,12 +57,9 @@ from scanfleet import ScanfleetError
 from scanfleet import nmapxml as _nmapxml
 from scanfleet import report as _report
 from scanfleet.files import atomic_write, sha256_file
-from scanfleet.shard import shard as _shard
+from scanfleet.intervals import EMPTY, FAMILIES, IPV6, IntervalSet, render_lines
+from scanfleet.shards import shard as _shard
 from scanfleet.targets import (
-    EMPTY,
-    FAMILIES,
-    IPV6,
-    IntervalSet,
     TargetPlan,
     addresses_of,
     fingerprint,
@@ -71,7 +68,6 @@ from scanfleet.targets import (
     parse_targets,
     parse_targets_file,
     plan_targets,
-    render_lines,
     subtract_finished,
     system_resolver,
 )

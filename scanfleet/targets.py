@@ -23,16 +23,14 @@ Target syntax (targets, exclusions, scope and ``-iL`` files all use it):
 
 Pipeline (:func:`plan_targets`): targets - exclusions - scanner addresses (unless
 ``include_scanners``), then the scope guard on what is left (an excluded address is never scanned,
-so it need not be in scope), then a non-empty check.  :mod:`scanfleet.shard` splits the result
+so it need not be in scope), then a non-empty check.  :mod:`scanfleet.shards` splits the result
 between scanner hosts.
 """
 
 from __future__ import annotations
 
 import argparse
-import bisect
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -40,20 +38,33 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 from scanfleet import ScanfleetError
+from scanfleet.intervals import (
+    BITS,
+    EMPTY,
+    IPV4,
+    IPV6,
+    RENDER_STYLES,
+    BadInput,
+    Interval,
+    IntervalSet,
+    format_address,
+    parse_address,
+    parse_decimal,
+    parse_ipv4,
+    parse_ipv6,
+    parse_single_address,
+    range_text,
+    render_lines,
+    union_all,
+)
+from scanfleet.shards import block_prefixes, shard
 
-IPV4 = 4
-IPV6 = 6
-FAMILIES = (IPV4, IPV6)
-BITS = {IPV4: 32, IPV6: 128}
-MAX = {IPV4: (1 << 32) - 1, IPV6: (1 << 128) - 1}
-
-Interval = tuple[int, int]
 Resolver = Callable[[str], Iterable[str]] | Mapping[str, Iterable[str]]
 
 # An nmap octet expression such as 1-255.1-255.1-255.1 is a product of ranges; past this many
@@ -63,294 +74,9 @@ MAX_OCTET_INTERVALS = 1 << 18
 # File name suffix of an nmap -iL file written for one scanner host.
 TARGETS_SUFFIX = ".targets"
 PLAN_FILE = "plan.json"
-RENDER_STYLES = ("auto", "cidr", "range")
 
-
-# --------------------------------------------------------------------------------------------
-# Interval sets
-
-
-def _merge(intervals: Iterable[Interval]) -> list[Interval]:
-    """Merge intervals sorted by start: overlapping or adjacent ones become one."""
-    out: list[Interval] = []
-    for lo, hi in intervals:
-        if out and lo <= out[-1][1] + 1:
-            if hi > out[-1][1]:
-                out[-1] = (out[-1][0], hi)
-        else:
-            out.append((lo, hi))
-    return out
-
-
-def _difference(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
-    out: list[Interval] = []
-    j, nb = 0, len(b)
-    for lo, hi in a:
-        while j < nb and b[j][1] < lo:
-            j += 1
-        cur = lo
-        k = j
-        while k < nb and b[k][0] <= hi:
-            blo, bhi = b[k]
-            if blo > cur:
-                out.append((cur, blo - 1))
-            if bhi + 1 > cur:
-                cur = bhi + 1
-            if bhi >= hi:
-                break
-            k += 1
-        if cur <= hi:
-            out.append((cur, hi))
-    return out
-
-
-def _intersection(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
-    out: list[Interval] = []
-    i = j = 0
-    na, nb = len(a), len(b)
-    while i < na and j < nb:
-        lo = max(a[i][0], b[j][0])
-        hi = min(a[i][1], b[j][1])
-        if lo <= hi:
-            out.append((lo, hi))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return out
-
-
-class IntervalSet:
-    """An immutable set of IPv4 and IPv6 addresses stored as inclusive integer intervals.
-
-    ``IntervalSet(v4=[(lo, hi), ...], v6=[...])`` accepts intervals in any order, overlapping or
-    not; they are validated, sorted and merged.  Set operators ``| - & <= ==`` and ``in`` work as
-    for ``set``; ``size`` is the number of addresses (``len()`` would overflow for IPv6).
-    """
-
-    __slots__ = ("_iv",)
-
-    def __init__(self, v4: Iterable[Interval] = (), v6: Iterable[Interval] = ()) -> None:
-        iv = {}
-        for family, intervals in ((IPV4, v4), (IPV6, v6)):
-            checked = []
-            for lo, hi in intervals:
-                if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi <= MAX[family]):
-                    raise ValueError(f"bad IPv{family} interval ({lo!r}, {hi!r})")
-                checked.append((lo, hi))
-            checked.sort()
-            iv[family] = tuple(_merge(checked))
-        self._iv: dict[int, tuple[Interval, ...]] = iv
-
-    @classmethod
-    def _trusted(cls, v4: Iterable[Interval], v6: Iterable[Interval]) -> IntervalSet:
-        """Build from intervals already sorted, disjoint and non-adjacent (no checks)."""
-        obj = object.__new__(cls)
-        obj._iv = {IPV4: tuple(v4), IPV6: tuple(v6)}
-        return obj
-
-    @classmethod
-    def from_sorted(cls, v4: Iterable[Interval] = (), v6: Iterable[Interval] = ()) -> IntervalSet:
-        """Build from intervals sorted by start and disjoint; adjacent ones are merged (no sort)."""
-        return cls._trusted(_merge(v4), _merge(v6))
-
-    @classmethod
-    def from_family(cls, family: int, intervals: Iterable[Interval]) -> IntervalSet:
-        return cls(v4=intervals) if family == IPV4 else cls(v6=intervals)
-
-    @classmethod
-    def everything(cls) -> IntervalSet:
-        return cls._trusted([(0, MAX[IPV4])], [(0, MAX[IPV6])])
-
-    @classmethod
-    def from_addresses(cls, addresses: Iterable[str], *, what: str = "address") -> IntervalSet:
-        """Set of single addresses given as strings; consecutive ones become one interval.
-
-        Raises ScanfleetError naming the first string that is not an IPv4/IPv6 address.
-        """
-        ints: dict[int, list[int]] = {IPV4: [], IPV6: []}
-        for text in addresses:
-            family, value = _parse_single_address(str(text).strip(), what)
-            ints[family].append(value)
-        out = {}
-        for family, values in ints.items():
-            values.sort()
-            out[family] = _merge((v, v) for v in values)
-        return cls._trusted(out[IPV4], out[IPV6])
-
-    # -- inspection
-    def intervals(self, family: int) -> tuple[Interval, ...]:
-        """The sorted disjoint intervals of one family (4 or 6)."""
-        return self._iv[family]
-
-    def ranges(self) -> Iterator[tuple[int, int, int]]:
-        """(family, lo, hi) for every interval, IPv4 first, in address order."""
-        for family in FAMILIES:
-            for lo, hi in self._iv[family]:
-                yield family, lo, hi
-
-    def family_size(self, family: int) -> int:
-        return sum(hi - lo + 1 for lo, hi in self._iv[family])
-
-    @property
-    def size(self) -> int:
-        """Number of addresses (may exceed sys.maxsize for IPv6)."""
-        return self.family_size(IPV4) + self.family_size(IPV6)
-
-    @property
-    def interval_count(self) -> int:
-        return len(self._iv[IPV4]) + len(self._iv[IPV6])
-
-    def __bool__(self) -> bool:
-        return bool(self._iv[IPV4] or self._iv[IPV6])
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, IntervalSet):
-            return NotImplemented
-        return self._iv == other._iv
-
-    def __hash__(self) -> int:
-        return hash((self._iv[IPV4], self._iv[IPV6]))
-
-    def __repr__(self) -> str:
-        text = ", ".join(_range_text(f, lo, hi) for f, lo, hi in self.ranges())
-        return f"IntervalSet({text})"
-
-    def __contains__(self, address: object) -> bool:
-        if isinstance(address, str):
-            family, value = _parse_single_address(address, "address")
-        elif isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
-            family, value = address.version, int(address)
-        else:
-            return False
-        iv = self._iv[family]
-        i = bisect.bisect_right(iv, (value, MAX[IPV6] + 1)) - 1
-        return i >= 0 and iv[i][0] <= value <= iv[i][1]
-
-    # -- algebra
-    def union(self, *others: IntervalSet) -> IntervalSet:
-        out = {}
-        for family in FAMILIES:
-            parts = list(self._iv[family])
-            for other in others:
-                parts.extend(other._iv[family])
-            parts.sort()
-            out[family] = _merge(parts)
-        return IntervalSet._trusted(out[IPV4], out[IPV6])
-
-    def difference(self, other: IntervalSet) -> IntervalSet:
-        return IntervalSet._trusted(*(_difference(self._iv[f], other._iv[f]) for f in FAMILIES))
-
-    def intersection(self, other: IntervalSet) -> IntervalSet:
-        return IntervalSet._trusted(*(_intersection(self._iv[f], other._iv[f]) for f in FAMILIES))
-
-    def issubset(self, other: IntervalSet) -> bool:
-        return not self.difference(other)
-
-    def isdisjoint(self, other: IntervalSet) -> bool:
-        return not self.intersection(other)
-
-    __or__ = union
-    __sub__ = difference
-    __and__ = intersection
-    __le__ = issubset
-
-    # -- text
-    def describe(self, limit: int = 4) -> str:
-        """Human text: ``10.0.0.1, 10.0.1.0-10.0.1.255`` (at most LIMIT ranges, then a count)."""
-        parts = []
-        for n, (family, lo, hi) in enumerate(self.ranges()):
-            if n == limit:
-                parts.append(f"and {self.interval_count - limit} more ranges")
-                break
-            parts.append(_range_text(family, lo, hi))
-        return ", ".join(parts) if parts else "nothing"
-
-    def to_lines(self, style: str = "auto") -> list[str]:
-        """Render as nmap ``-iL`` lines; see :func:`render_lines`."""
-        return render_lines(self, style)
-
-
-EMPTY = IntervalSet()
-
-
-def union_all(sets: Iterable[IntervalSet]) -> IntervalSet:
-    sets = list(sets)
-    return sets[0].union(*sets[1:]) if sets else EMPTY
-
-
-# --------------------------------------------------------------------------------------------
-# Address text <-> integers
-
-
-def format_address(family: int, value: int) -> str:
-    if family == IPV4:
-        return f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}"
-    return str(ipaddress.IPv6Address(value))
-
-
-def _range_text(family: int, lo: int, hi: int) -> str:
-    if lo == hi:
-        return format_address(family, lo)
-    return f"{format_address(family, lo)}-{format_address(family, hi)}"
-
-
-class _Bad(Exception):
-    """A problem with one target string; turned into ScanfleetError naming the input and origin."""
-
-    def __init__(self, problem: str, fix: str = "") -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.fix = fix
-
-
-_ASCII_DIGITS = re.compile(r"[0-9]+")
 _DOTTED_QUAD = re.compile(r"[0-9]+(?:\.[0-9]+){3}")
 _NUMERIC_IPV4 = re.compile(r"[0-9.*\-]+")
-
-
-def _decimal(text: str, what: str, maximum: int) -> int:
-    if not _ASCII_DIGITS.fullmatch(text):
-        raise _Bad(f"{what} {text!r} is not a decimal number")
-    if len(text) > 1 and text[0] == "0":
-        raise _Bad(f"{what} {text!r} has a leading zero (octal or decimal?)", f"write {int(text)}")
-    value = int(text)
-    if value > maximum:
-        raise _Bad(f"{what} {value} > {maximum}")
-    return value
-
-
-def _ipv4(text: str) -> int:
-    parts = text.split(".")
-    if len(parts) != 4:
-        raise _Bad(f"{text!r} has {len(parts)} dot-separated parts, an IPv4 address needs 4")
-    value = 0
-    for part in parts:
-        value = value << 8 | _decimal(part, "octet", 255)
-    return value
-
-
-def _ipv6(text: str) -> int:
-    if "%" in text:
-        raise _Bad("IPv6 zone ids (%interface) are not supported", "drop the %zone suffix")
-    try:
-        return int(ipaddress.IPv6Address(text))
-    except ValueError as exc:
-        raise _Bad(f"not a valid IPv6 address: {exc}") from None
-
-
-def _address(text: str) -> tuple[int, int]:
-    """(family, int) of one literal address."""
-    if ":" in text:
-        return IPV6, _ipv6(text)
-    return IPV4, _ipv4(text)
-
-
-def _parse_single_address(text: str, what: str) -> tuple[int, int]:
-    try:
-        return _address(text)
-    except _Bad as exc:
-        raise ScanfleetError(f"{what} {text!r}: {exc.problem}; give a single IPv4 or IPv6 address") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,23 +86,23 @@ def _parse_single_address(text: str, what: str) -> tuple[int, int]:
 def _parse_cidr(text: str) -> tuple[int, list[Interval]]:
     addr, _, plen_text = text.partition("/")
     if ":" in addr:
-        family, value = IPV6, _ipv6(addr)
+        family, value = IPV6, parse_ipv6(addr)
     elif _DOTTED_QUAD.fullmatch(addr):
-        family, value = IPV4, _ipv4(addr)
+        family, value = IPV4, parse_ipv4(addr)
     elif _NUMERIC_IPV4.fullmatch(addr):
         if "-" in addr or "*" in addr:
-            raise _Bad("an octet range cannot take a /prefix", "write either the range or a CIDR")
-        family, value = IPV4, _ipv4(addr)  # raises: wrong number of octets
+            raise BadInput("an octet range cannot take a /prefix", "write either the range or a CIDR")
+        family, value = IPV4, parse_ipv4(addr)  # raises: wrong number of octets
     else:
-        raise _Bad("a hostname cannot take a /prefix", "resolve it and write the network as a CIDR")
+        raise BadInput("a hostname cannot take a /prefix", "resolve it and write the network as a CIDR")
     bits = BITS[family]
     if not plen_text:
-        raise _Bad("missing prefix length after '/'", f"write e.g. {addr}/{bits}")
-    plen = _decimal(plen_text, "prefix length", bits)
+        raise BadInput("missing prefix length after '/'", f"write e.g. {addr}/{bits}")
+    plen = parse_decimal(plen_text, "prefix length", bits)
     host_bits = bits - plen
     if value & ((1 << host_bits) - 1):
         network = format_address(family, value >> host_bits << host_bits)
-        raise _Bad(
+        raise BadInput(
             f"has host bits set for a /{plen}",
             f"write {network}/{plen} for the whole network or {addr}/{bits} for one host",
         )
@@ -386,23 +112,23 @@ def _parse_cidr(text: str) -> tuple[int, list[Interval]]:
 def _parse_full_range(text: str) -> tuple[int, list[Interval]]:
     start_text, end_text = text.split("-")
     if not start_text or not end_text:
-        raise _Bad("range is missing its start or end", "write START-END with two full addresses")
+        raise BadInput("range is missing its start or end", "write START-END with two full addresses")
     start_family = IPV6 if ":" in start_text else IPV4
     # an end like "ff" (neither ':' nor '.') is taken as a truncated address of the start's family
     end_family = IPV6 if ":" in end_text else IPV4 if "." in end_text else start_family
     if start_family != end_family:
-        raise _Bad("range mixes IPv4 and IPv6", "give one range per address family")
+        raise BadInput("range mixes IPv4 and IPv6", "give one range per address family")
     try:
-        start = _address(start_text)[1]
-    except _Bad as exc:
-        raise _Bad(f"range start {start_text!r}: {exc.problem}", exc.fix) from None
+        start = parse_address(start_text)[1]
+    except BadInput as exc:
+        raise BadInput(f"range start {start_text!r}: {exc.problem}", exc.fix) from None
     try:
-        end = _address(end_text)[1]
-    except _Bad as exc:
-        raise _Bad(f"range end {end_text!r}: {exc.problem} (the end of a range must be a full address)",
+        end = parse_address(end_text)[1]
+    except BadInput as exc:
+        raise BadInput(f"range end {end_text!r}: {exc.problem} (the end of a range must be a full address)",
                    exc.fix) from None
     if start > end:
-        raise _Bad("range is reversed (start after end)", f"write {end_text}-{start_text}")
+        raise BadInput("range is reversed (start after end)", f"write {end_text}-{start_text}")
     return start_family, [(start, end)]
 
 
@@ -410,22 +136,22 @@ def _octet_range(part: str) -> tuple[int, int]:
     if part == "*":
         return 0, 255
     if "-" not in part:
-        value = _decimal(part, "octet", 255)
+        value = parse_decimal(part, "octet", 255)
         return value, value
     if part.count("-") > 1:
-        raise _Bad(f"octet {part!r} has more than one '-'")
+        raise BadInput(f"octet {part!r} has more than one '-'")
     lo_text, hi_text = part.split("-")
-    lo = _decimal(lo_text, "octet", 255) if lo_text else 0
-    hi = _decimal(hi_text, "octet", 255) if hi_text else 255
+    lo = parse_decimal(lo_text, "octet", 255) if lo_text else 0
+    hi = parse_decimal(hi_text, "octet", 255) if hi_text else 255
     if lo > hi:
-        raise _Bad(f"octet range {part} is reversed", f"write {hi}-{lo}")
+        raise BadInput(f"octet range {part} is reversed", f"write {hi}-{lo}")
     return lo, hi
 
 
 def _parse_octets(text: str) -> tuple[int, list[Interval]]:
     parts = text.split(".")
     if len(parts) != 4:
-        raise _Bad(f"{len(parts)} dot-separated parts, an IPv4 address or octet range needs 4")
+        raise BadInput(f"{len(parts)} dot-separated parts, an IPv4 address or octet range needs 4")
     ranges = [_octet_range(p) for p in parts]
     # Trailing full octets (0-255) fold into the last partial one: each combination of the
     # octets before it gives one contiguous interval.
@@ -437,7 +163,7 @@ def _parse_octets(text: str) -> tuple[int, list[Interval]]:
     for lo, hi in ranges[:last]:
         count *= hi - lo + 1
     if count > MAX_OCTET_INTERVALS:
-        raise _Bad(
+        raise BadInput(
             f"expands to {count} separate ranges (limit {MAX_OCTET_INTERVALS})",
             "use CIDRs or full START-END ranges",
         )
@@ -468,9 +194,9 @@ def _parse_literal(text: str) -> tuple[int, list[Interval]] | None:
     if ":" in text:
         if "-" in text:
             if text.count("-") > 1:
-                raise _Bad("more than one '-' in an IPv6 range", "write START-END")
+                raise BadInput("more than one '-' in an IPv6 range", "write START-END")
             return _parse_full_range(text)
-        return IPV6, [(v := _ipv6(text), v)]
+        return IPV6, [(v := parse_ipv6(text), v)]
     if _NUMERIC_IPV4.fullmatch(text):
         # START-END needs a full address before the '-' and a dotted one after it (10.0.0.5-10.0.1.20);
         # anything else is nmap octet syntax (10.0.0.1-20, 10.1-2.*.*)
@@ -480,7 +206,7 @@ def _parse_literal(text: str) -> tuple[int, list[Interval]] | None:
                 return _parse_full_range(text)
         return _parse_octets(text)
     if not _is_hostname(text):
-        raise _Bad(
+        raise BadInput(
             "is not an address, CIDR, range or hostname",
             "see the target syntax: 10.0.0.1, 10.0.0.0/24, 10.0.0.5-10.0.1.20, 10.0.0.1-20, host.example.org",
         )
@@ -511,15 +237,15 @@ def _resolve(name: str, resolver: Resolver) -> list[str]:
         if answer is None:
             answer = resolver.get(name.lower().rstrip("."))
         if answer is None:
-            raise _Bad("hostname does not resolve (not in the resolver table)",
+            raise BadInput("hostname does not resolve (not in the resolver table)",
                        "check the name or write its address")
         return [answer] if isinstance(answer, str) else list(answer)
     try:
         return list(resolver(name))
     except ScanfleetError as exc:
-        raise _Bad(f"hostname does not resolve: {exc}", "check the name or write its address") from None
+        raise BadInput(f"hostname does not resolve: {exc}", "check the name or write its address") from None
     except OSError as exc:
-        raise _Bad(f"hostname does not resolve: {exc.strerror or exc}",
+        raise BadInput(f"hostname does not resolve: {exc.strerror or exc}",
                    "check the name or write its address") from None
 
 
@@ -554,26 +280,26 @@ def parse_target(
             family, intervals = parsed
             return Target(text, origin, IntervalSet.from_family(family, intervals))
         if not allow_hostnames:
-            raise _Bad("is a hostname, but only addresses, CIDRs and ranges are allowed here",
+            raise BadInput("is a hostname, but only addresses, CIDRs and ranges are allowed here",
                        "write the addresses or networks")
         if resolver is None:
-            raise _Bad("is a hostname and no resolver was given", "write its address")
+            raise BadInput("is a hostname and no resolver was given", "write its address")
         answers = _resolve(text, resolver)
         if not answers:
-            raise _Bad("hostname resolves to no address", "check the name or write its address")
+            raise BadInput("hostname resolves to no address", "check the name or write its address")
         resolved = []
         for answer in answers:
             try:
-                resolved.append(_address(str(answer).strip()))
-            except _Bad as exc:
-                raise _Bad(f"resolver returned {answer!r}, which is not an address ({exc.problem})",
+                resolved.append(parse_address(str(answer).strip()))
+            except BadInput as exc:
+                raise BadInput(f"resolver returned {answer!r}, which is not an address ({exc.problem})",
                            "fix the resolver") from None
         v4 = [(v, v) for f, v in resolved if f == IPV4]
         v6 = [(v, v) for f, v in resolved if f == IPV6]
         addresses = IntervalSet(v4, v6)
-        shown = tuple(_range_text(f, lo, hi) for f, lo, hi in addresses.ranges())
+        shown = tuple(range_text(f, lo, hi) for f, lo, hi in addresses.ranges())
         return Target(text, origin, addresses, resolved=shown)
-    except _Bad as exc:
+    except BadInput as exc:
         raise _error(origin, text, exc.problem, exc.fix) from None
 
 
@@ -782,81 +508,7 @@ def subtract_finished(shard: IntervalSet, finished: Iterable[str]) -> IntervalSe
 
 
 # --------------------------------------------------------------------------------------------
-# Rendering (nmap -iL) and fingerprint
-
-
-def cidr_blocks(lo: int, hi: int, bits: int) -> Iterator[tuple[int, int]]:
-    """Minimal CIDR cover of [LO, HI] as (network, prefix length), integer arithmetic only."""
-    while lo <= hi:
-        # largest power of two that both aligns LO and fits in the remaining span
-        align = (lo & -lo).bit_length() - 1 if lo else bits
-        fit = (hi - lo + 1).bit_length() - 1
-        size = min(align, fit)
-        yield lo, bits - size
-        lo += 1 << size
-
-
-def octet_ranges(lo: int, hi: int) -> Iterator[str]:
-    """Cover the IPv4 interval [LO, HI] with nmap octet-range expressions (``10.0.0.5-255``)."""
-    while lo <= hi:
-        trailing = 0  # number of trailing octets that can be 0-255
-        while trailing < 3:
-            unit = 1 << 8 * (trailing + 1)
-            if lo % unit or lo + unit - 1 > hi:
-                break
-            trailing += 1
-        unit = 1 << 8 * trailing
-        value = lo // unit & 255
-        n = min(256 - value, (hi - lo + 1) // unit)
-        octets = [str(lo >> s & 255) for s in (24, 16, 8, 0)]
-        position = 3 - trailing
-        octets[position] = f"{value}-{value + n - 1}" if n > 1 else str(value)
-        for i in range(position + 1, 4):
-            octets[i] = "0-255"
-        yield ".".join(octets)
-        lo += n * unit
-
-
-def _cidr_lines(family: int, lo: int, hi: int) -> list[str]:
-    bits = BITS[family]
-    out = []
-    for network, plen in cidr_blocks(lo, hi, bits):
-        text = format_address(family, network)
-        out.append(text if plen == bits else f"{text}/{plen}")
-    return out
-
-
-def render_lines(addresses: IntervalSet, style: str = "auto") -> list[str]:
-    """nmap ``-iL`` lines for ADDRESSES, in address order (IPv4 first).
-
-    STYLE ``cidr``: the minimal CIDR cover of each interval (a /32 or /128 is written as a bare
-    address); ``range``: nmap octet ranges for IPv4 (``10.0.0.5-255``, ``10.0.1.0-20``);
-    ``auto``: per interval whichever of the two gives fewer lines (CIDR on a tie).  IPv6 is
-    always written as CIDRs (nmap has no IPv6 ranges).  nmap needs ``-6`` for IPv6 targets, so a
-    scanner whose shard holds both families has to run nmap once per family.
-    """
-    if style not in RENDER_STYLES:
-        raise ScanfleetError(f"unknown render style {style!r}; use one of {', '.join(RENDER_STYLES)}")
-    out: list[str] = []
-    append = out.append
-    for family, lo, hi in addresses.ranges():
-        n = hi - lo + 1
-        if not (n & (n - 1) or lo & (n - 1)) and (style != "range" or family == IPV6 or n == 1):
-            # the interval is exactly one CIDR block (the usual case for shards): one line
-            text = format_address(family, lo)
-            append(text if n == 1 else f"{text}/{BITS[family] - n.bit_length() + 1}")
-        elif family == IPV6 or style == "cidr":
-            out.extend(_cidr_lines(family, lo, hi))
-        elif style == "range":
-            out.extend(octet_ranges(lo, hi))
-        else:
-            cidrs = _cidr_lines(family, lo, hi)
-            if len(cidrs) > 1:
-                ranges = list(octet_ranges(lo, hi))
-                if len(ranges) < len(cidrs):
-                    cidrs = ranges
-            out.extend(cidrs)
-    return out
+# Fingerprint
 
 
 def fingerprint(
@@ -918,7 +570,7 @@ def parse_scanner(text: str) -> Scanner:
     if at and not addresses:
         raise ScanfleetError(f"--scanner {text!r}: nothing after '@'; {fix}")
     for address in addresses:
-        _parse_single_address(address, f"--scanner {text!r}: address")
+        parse_single_address(address, f"--scanner {text!r}: address")
     return Scanner(name, weight, addresses)
 
 
@@ -1035,8 +687,6 @@ def _weight_text(weight: Fraction) -> str:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from scanfleet.shard import block_prefixes, shard  # here: shard imports this module
-
     plan, scanners = _gather(args, system_resolver)
     if not scanners:
         raise ScanfleetError("no scanners given; pass --scanner NAME=WEIGHT[@ADDR] for each scanner host")
@@ -1063,7 +713,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         "mode": args.mode,
         "seed": args.seed,
         "format": args.format,
-        "scanners_excluded": [_range_text(f, lo, hi) for f, lo, hi in plan.scanner_addresses.ranges()],
+        "scanners_excluded": [range_text(f, lo, hi) for f, lo, hi in plan.scanner_addresses.ranges()],
         "resolved": plan.resolved(),
         "shards": summary,
     }

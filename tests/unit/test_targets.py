@@ -14,10 +14,8 @@ import pytest
 
 from scanfleet import ScanfleetError, cli
 from scanfleet import targets as tg
+from scanfleet.intervals import IPV4, IPV6, IntervalSet, render_lines, union_all
 from scanfleet.targets import (
-    IPV4,
-    IPV6,
-    IntervalSet,
     check_scope,
     fingerprint,
     parse_scanner,
@@ -26,7 +24,6 @@ from scanfleet.targets import (
     parse_targets,
     parse_targets_file,
     plan_targets,
-    render_lines,
     subtract_finished,
 )
 
@@ -655,7 +652,7 @@ def test_cli_plan_writes_shards_and_plan_json(tmp_path, capsys, fake_system_dns,
     assert sorted(plan["shards"]) == ["a", "b", "idle"]
     # 265 * 2/3 = 176.67 and 265 * 1/3 = 88.33: the leftover address goes to the larger remainder (a)
     assert {h: info["addresses"] for h, info in plan["shards"].items()} == {"a": 177, "b": 88, "idle": 0}
-    assert tg.union_all(shards.values()) == expected
+    assert union_all(shards.values()) == expected
     assert shards["a"].isdisjoint(shards["b"]) and not shards["idle"]
     for host, info in plan["shards"].items():
         assert info["addresses"] == shards[host].size

@@ -31,7 +31,7 @@ from fractions import Fraction
 from numbers import Real
 
 from scanfleet import ScanfleetError
-from scanfleet.targets import BITS, FAMILIES, IPV4, IPV6, Interval, IntervalSet
+from scanfleet.intervals import BITS, FAMILIES, IPV4, IPV6, Interval, IntervalSet
 
 MODES = ("contiguous", "interleaved")
 DEFAULT_BLOCK_PREFIX = {IPV4: 28, IPV6: 124}

@@ -10,8 +10,9 @@ from fractions import Fraction
 import pytest
 
 from scanfleet import ScanfleetError
-from scanfleet.shard import block_prefixes, largest_remainder, shard
-from scanfleet.targets import IPV4, IPV6, IntervalSet, addresses_of, parse_targets, plan_targets
+from scanfleet.intervals import IPV4, IPV6, IntervalSet
+from scanfleet.shards import block_prefixes, largest_remainder, shard
+from scanfleet.targets import addresses_of, parse_targets, plan_targets
 
 MODES = ["contiguous", "interleaved"]
 
