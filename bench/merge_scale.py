@@ -5,7 +5,7 @@ The inputs are generated from one real nmap XML output of the lab (bench/data/la
 patched nmap 7.95 with the merged probes file against target-web, 7 ports, service-identified): its
 <host> element is repeated with distinct addresses from 198.18.0.0/15 (the benchmarking range; these
 addresses are only data in the files, nothing is sent to them), and 2% of the hosts appear in two files
-so that de-duplication is exercised. The merge (scanfleet.nmapxml.merge) and the JSON/CSV reports
+so that de-duplication is exercised. The merge (scanfleet.merge.merge) and the JSON/CSV reports
 (scanfleet.report.write_reports, no HTML) run in a child process whose peak RSS is read from wait4().
 
     bench/merge_scale.py [--files 100] [--megabytes 500] [--workdir /tmp/scanfleet-merge-bench]
@@ -30,7 +30,7 @@ SOURCE = ROOT / "bench" / "data" / "lab-target-web.xml"
 CHILD = """
 import json, sys
 from pathlib import Path
-from scanfleet.nmapxml import merge
+from scanfleet.merge import merge
 from scanfleet.report import write_reports
 out = Path(sys.argv[1]); inputs = [Path(p) for p in sys.argv[2:]]
 result = merge(inputs, out / "merged.xml")

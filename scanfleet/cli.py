@@ -13,7 +13,7 @@ import sys
 from scanfleet import ScanfleetError
 
 # Modules that contribute subcommands (each has register(subparsers)).
-_MODULES = ("source", "probes", "targets", "nmapxml")
+_MODULES = ("source", "probes", "targets", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""Reports from a merged nmap XML document (see :mod:`scanfleet.nmapxml`), streaming.
+"""Reports from a merged nmap XML document (see :mod:`scanfleet.merge`), streaming.
 
 * ``merged.json`` / ``merged.csv``: one row per port of every host that is up, with the columns
   :data:`COLUMNS`. ``hostname`` is the host's first hostname (nmap lists user-given names before PTR
@@ -22,34 +22,30 @@ a service name without product/version) count as identified.
 
 from __future__ import annotations
 
+import argparse
 import collections
+import contextlib
 import csv
+import hashlib
 import json
+import os
 import shutil
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from scanfleet import ScanfleetError
-from scanfleet.files import atomic_path, atomic_write
+from scanfleet.collect import XML, coverage, merge_inputs
+from scanfleet.files import atomic_path, atomic_write, sha256_file
+from scanfleet.merge import default_label, find_nmap_file, is_identified, merge
+from scanfleet.state import STATUSES, RunState, _n, load_planned, save_state
 
+SUMMARY_FILE = "summary.json"
 COLUMNS = ("address", "hostname", "port", "protocol", "state", "service", "product", "version",
            "extrainfo", "identified")
-NOT_IDENTIFIED_NAMES = frozenset({"", "unknown", "tcpwrapped"})
-SUMMARY_FILE = "summary.json"
-
-
-def is_identified(service: Mapping[str, str] | None) -> bool:
-    """True when nmap's service detection matched the service (rule in the module docstring)."""
-    if not service:
-        return False
-    name = (service.get("name") or "").strip()
-    return (service.get("method") == "probed" and name.lower() not in NOT_IDENTIFIED_NAMES
-            and not name.endswith("?"))
-
-
 def _events(merged_xml: Path) -> Iterator[ET.Element]:
     """Every complete child of <nmaprun> (host, runstats, ...), dropped once the consumer moves on."""
     try:
@@ -155,7 +151,7 @@ def write_reports(merged_xml: Path, out_dir: Path, merge_info: Mapping[str, Any]
     """Write ``merged.json``, ``merged.csv``, ``merged.html`` (when ``xsl`` and xsltproc exist) and
     ``summary.json`` into ``out_dir`` from ``merged_xml``, in one streaming pass; return the summary.
 
-    ``merge_info`` is :meth:`scanfleet.nmapxml.MergeResult.to_dict` (shards, times, exit status).
+    ``merge_info`` is :meth:`scanfleet.merge.MergeResult.to_dict` (shards, times, exit status).
     """
     merged_xml, out_dir = Path(merged_xml), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -301,3 +297,192 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append(f"total elapsed (first start to last end): {summary['elapsed']:.2f} s")
     lines.extend(f"note: {note}" for note in summary.get("notes", []))
     return "\n".join(lines)
+
+
+MERGED = "merged.xml"
+
+
+# --------------------------------------------------------------------------------------------------
+# A run's report
+
+
+def report_digest(inputs: Sequence[tuple[str, Path]], state: RunState, extra: Sequence[str] = ()) -> str:
+    """Identifies a merge: its inputs (labels and sha256) and the validation/stylesheet files."""
+    files = {a.id: a.files.get(XML) for a in state.attempts}
+    payload = json.dumps({"inputs": [[label, files.get(label)] for label, _ in inputs], "extra": list(extra)},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def run_summary_lines(state: RunState, summary: Mapping[str, Any] | None) -> list[str]:
+    """The end-of-play summary: the merged report's figures, coverage and what happened in the run."""
+    lines = [f"run {state.run_id} (fingerprint {state.fingerprint[:12]}): {_n(state.total, 'target address')}"]
+    if summary is not None:
+        lines.extend(format_summary(summary).splitlines())
+    cov = coverage(state)
+    lines.append(cov.text())
+    counts: dict[str, int] = {}
+    for attempt in state.attempts:
+        counts[attempt.status] = counts.get(attempt.status, 0) + 1
+    lines.append("attempts: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s)))
+    for attempt in state.attempts:
+        took = f"{attempt.elapsed:.1f} s" if attempt.elapsed is not None else "-"
+        lines.append(f"  {attempt.id}: {attempt.status}, {_n(attempt.size, 'address')}, {took}"
+                     + (f", {attempt.outcome}" if attempt.outcome and attempt.outcome != "finished" else "")
+                     + (f" ({attempt.detail})" if attempt.detail else ""))
+    fallback = sorted({a.host for a in state.attempts if a.versiondb == ""})
+    if fallback:
+        lines.append(f"custom probes file missing on {', '.join(fallback)}: nmap's own nmap-service-probes "
+                     "was used there")
+    if state.events:
+        lines.append("events:")
+        lines.extend(f"  {e['text']}" for e in state.events)
+    return lines
+
+
+def report_run(*, results: str | Path, run_id: str, dtd: str | None = None, xsl: str | None = None,
+               write: bool = True, now: float | None = None) -> dict[str, Any]:
+    """Merge every usable attempt into ``merged.xml`` (validated with ``dtd``) and write the reports
+    (:func:`scanfleet.report.write_reports`); skipped when the inputs did not change since the last merge.
+    Returns the summary, its text lines and the coverage."""
+    now = time.time() if now is None else now
+    results = Path(results)
+    directory, state = load_planned(results, run_id)
+    inputs = merge_inputs(state, results)
+    notes: list[str] = []
+    dtd_path = Path(dtd) if dtd else None
+    xsl_path = Path(xsl) if xsl else None
+    # the build's own files (fetched from a scanner) first, else the controller's nmap package
+    if dtd_path is None or not dtd_path.is_file():
+        dtd_path = find_nmap_file("nmap.dtd")
+        if dtd_path is not None:
+            notes.append(f"merged.xml validated against {dtd_path} (the build's nmap.dtd was not fetched)")
+    if xsl_path is None or not xsl_path.is_file():
+        xsl_path = find_nmap_file("nmap.xsl")
+    extra = [f"dtd={sha256_file(dtd_path) if dtd_path and dtd_path.is_file() else ''}",
+             f"xsl={'yes' if xsl_path and xsl_path.is_file() else 'no'}"]
+    digest = report_digest(inputs, state, extra)
+    merged = directory / MERGED
+    summary = None
+    changed = False
+    if dtd_path is None:
+        notes.append("merged.xml not validated: no nmap.dtd found (apt-get install nmap, or fetch the build's)")
+    current = (state.report or {}).get("digest") == digest and merged.is_file()
+    if current:
+        with contextlib.suppress(ScanfleetError):
+            summary = load_summary(directory)
+    if summary is None and inputs:
+        if not write:
+            notes.append("check mode: merged report not written")
+        else:
+            (directory / SUMMARY_FILE).unlink(missing_ok=True)
+            result = merge([p for _, p in inputs], merged, labels=[label for label, _ in inputs],
+                                    dtd=dtd_path, stylesheet=xsl_path.resolve().as_uri() if xsl_path else None)
+            summary = write_reports(merged, directory, result.to_dict(), xsl=xsl_path, notes=notes)
+            for name in (MERGED, "merged.json", "merged.csv", "merged.html", SUMMARY_FILE):
+                with contextlib.suppress(FileNotFoundError):
+                    os.chmod(directory / name, 0o600)
+            state.report = {"digest": digest, "time": now, "inputs": [label for label, _ in inputs],
+                            "validated": result.validated}
+            state.updated = now
+            save_state(directory, state)
+            changed = True
+    cov = coverage(state)
+    lines = run_summary_lines(state, summary)
+    if write and changed:
+        (directory / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        os.chmod(directory / "summary.txt", 0o600)
+    return {"changed": changed, "run_id": run_id, "dir": str(directory), "merged": str(merged),
+            "summary": summary, "lines": lines, "complete": cov.complete, "covered": cov.covered.size,
+            "total": cov.total, "missing": cov.missing.describe() if cov.missing else "",
+            "duplicates": cov.duplicates.describe() if cov.duplicates else "",
+            "validated": bool(summary and summary.get("validated")), "inputs": [label for label, _ in inputs]}
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+
+
+def _parse_label(text: str) -> tuple[str, Path]:
+    name, sep, file = text.partition("=")
+    if not sep or not name or not file:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=FILE")
+    return name, Path(file)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out)
+    files: list[Path] = list(args.files)
+    labels: list[str | None] = [None] * len(files)
+    by_real = {p.resolve(): i for i, p in enumerate(files)}
+    for name, file in args.label:
+        index = by_real.get(file.resolve())
+        if index is None:
+            files.append(file)
+            labels.append(name)
+            by_real[file.resolve()] = len(files) - 1
+        else:
+            labels[index] = name
+    if not files:
+        raise ScanfleetError("merge: no input files; give the shards' nmap .xml files")
+    defaults = [default_label(p) for p in files]
+    if len(set(defaults)) != len(defaults):
+        defaults = [str(p) for p in files]
+    final_labels = [label or default for label, default in zip(labels, defaults, strict=True)]
+
+    dtd = Path(args.dtd) if args.dtd else find_nmap_file("nmap.dtd")
+    if args.dtd and not dtd.is_file():
+        raise ScanfleetError(f"{dtd}: no such DTD; give the path of nmap.dtd (--dtd)")
+    notes = []
+    if dtd is not None and shutil.which("xmllint") is None:
+        notes.append("merged.xml not validated: xmllint not found (apt-get install libxml2-utils)")
+        dtd = None
+    elif dtd is None:
+        notes.append("merged.xml not validated: nmap.dtd not found (give --dtd)")
+    xsl = Path(args.xsl) if args.xsl else find_nmap_file("nmap.xsl")
+    if args.xsl and not xsl.is_file():
+        raise ScanfleetError(f"{xsl}: no such stylesheet; give the path of nmap.xsl (--xsl)")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A failed run must not leave the previous run's summary looking current.
+    (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    result = merge(files, out_dir / "merged.xml", labels=final_labels, dtd=dtd,
+                   stylesheet=xsl.resolve().as_uri() if xsl else None)
+    summary = write_reports(out_dir / "merged.xml", out_dir, result.to_dict(), xsl=xsl,
+                                    notes=notes)
+    print(format_summary(summary))
+    return 0 if result.exit == "success" else 1
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    summary = load_summary(Path(args.dir))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_summary(summary))
+    return 0 if summary.get("exit") == "success" else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``merge`` and ``summary`` subcommands (called by scanfleet.cli)."""
+    p = sub.add_parser(
+        "merge", help="merge the shards' nmap XML into one report",
+        description="Merge the nmap XML outputs of the shards (one FILE per shard; the shard name is "
+                    "the file's parent directory unless --label NAME=FILE) into DIR/merged.xml, and "
+                    "write merged.json, merged.csv, merged.html (when xsltproc and nmap.xsl exist) and "
+                    "summary.json. Truncated inputs are salvaged. Exit status: 0 all shards complete, "
+                    "1 merged but some shard truncated or failed, 2 bad input.")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+    p.add_argument("--dtd", metavar="PATH", help="nmap.dtd to validate merged.xml with "
+                   "(default: the nmap package's, if found)")
+    p.add_argument("--xsl", metavar="PATH", help="nmap.xsl for merged.html (default: the nmap package's)")
+    p.add_argument("--label", action="append", default=[], type=_parse_label, metavar="NAME=FILE",
+                   help="name the shard of FILE (FILE is added to the inputs if not listed)")
+    p.add_argument("files", nargs="*", type=Path, metavar="FILE", help="nmap XML output of one shard")
+    p.set_defaults(func=_cmd_merge)
+
+    p = sub.add_parser("summary", help="print the summary of a merge again",
+                       description="Print the summary of the merge written in DIR by scanfleet merge.")
+    p.add_argument("dir", metavar="DIR", help="the --out directory of scanfleet merge")
+    p.add_argument("--json", action="store_true", help="print summary.json instead of text")
+    p.set_defaults(func=_cmd_summary)

@@ -161,7 +161,7 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    sfrun = load(module, "run")
+    sfrun = load(module, "plan")
     p = module.params
     scanners = p["scanners"]
     with user_errors(module):

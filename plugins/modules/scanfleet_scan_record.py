@@ -70,7 +70,7 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    sfrun = load(module, "run")
+    sfrun = load(module, "collect")
     p = module.params
     with user_errors(module):
         result = sfrun.record_run(results=p["results_dir"], run_id=p["run_id"], outcomes=p["outcomes"],

@@ -74,7 +74,7 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    sfrun = load(module, "run")
+    sfrun = load(module, "report")
     p = module.params
     with user_errors(module):
         result = sfrun.report_run(results=p["results_dir"], run_id=p["run_id"], dtd=p["dtd"] or None,

@@ -1,4 +1,5 @@
-"""Tests of scanfleet.run: run state, resume, per-shard completion, reassignment, coverage, progress.
+"""Tests of scanfleet.state, .plan, .collect, .report and the job rules of .run: run state, resume,
+per-shard completion, reassignment, coverage, progress.
 
 The XML inputs are the real nmap outputs of tests/fixtures/xml (written by nmap in a private network
 namespace, see make_fixtures.sh): complete shards (shard-a/-b/-c), a scan killed by SIGTERM between two
@@ -18,13 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from scanfleet import ScanfleetError, nmapxml, run
-from scanfleet.targets import IntervalSet, parse_targets, plan_targets
+from scanfleet import ScanfleetError, collect, merge, run
+from scanfleet import plan as runplan
+from scanfleet import report as runreport
+from scanfleet import state as runstate
+from scanfleet.files import sha256_file
+from scanfleet.intervals import IntervalSet
+from scanfleet.targets import parse_targets, plan_targets
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "xml"
 XML = {name: FIXTURES / name / "scan.xml" for name in ("shard-a", "shard-b", "shard-c", "shard-killed",
                                                      "shard-cut")}
-DTD = nmapxml.find_nmap_file("nmap.dtd")
+DTD = merge.find_nmap_file("nmap.dtd")
 NOW = 1_795_255_900.0
 OPTIONS = ["--privileged", "-T4", "-sS", "-sV", "-v"]
 
@@ -59,32 +65,33 @@ def ips(text: str) -> IntervalSet:
     return plan_targets(parse_targets(text), scope=["0.0.0.0/0", "::/0"]).addresses
 
 
-def state_for(targets: str, options: list[str] = OPTIONS, run_id: str = "t1") -> run.RunState:
-    return run.new_state(run_id, ips(targets), options, NOW)
+def state_for(targets: str, options: list[str] = OPTIONS, run_id: str = "t1") -> runstate.RunState:
+    return runstate.new_state(run_id, ips(targets), options, NOW)
 
 
-def attempt(state: run.RunState, host: str, targets: str, *, family: int = 4) -> run.Attempt:
+def attempt(state: runstate.RunState, host: str, targets: str, *, family: int = 4) -> runstate.Attempt:
     state.seq += 1
     addresses = ips(targets)
-    a = run.Attempt(id=f"{state.seq:03d}-{host}", host=host, family=family, lines=addresses.to_lines(),
+    a = runstate.Attempt(id=f"{state.seq:03d}-{host}", host=host, family=family, lines=addresses.to_lines(),
                     size=addresses.size, session="s0", round=1, created=NOW)
     state.attempts.append(a)
     return a
 
 
-def fetched(tmp_path: Path, state: run.RunState, a: run.Attempt, fixture: str | None) -> dict[str, str]:
+def fetched(tmp_path: Path, state: runstate.RunState, a: runstate.Attempt, fixture: str | None) -> dict[str, str]:
     """Put a fixture where the playbook fetches an attempt's XML; return {name: sha256} as the host reports."""
-    directory = run.attempt_dir(tmp_path, state.run_id, a)
+    directory = collect.attempt_dir(tmp_path, state.run_id, a)
     directory.mkdir(parents=True, exist_ok=True)
     if fixture is None:
         return {}
     shutil.copy(XML[fixture], directory / "scan.xml")
-    return {"scan.xml": run.sha256_file(directory / "scan.xml")}
+    return {"scan.xml": sha256_file(directory / "scan.xml")}
 
 
-def record(tmp_path: Path, state: run.RunState, a: run.Attempt, fixture: str | None, outcome: str) -> list[str]:
+def record(tmp_path: Path, state: runstate.RunState, a: runstate.Attempt, fixture: str | None,
+           outcome: str) -> list[str]:
     files = fetched(tmp_path, state, a, fixture)
-    return run.record_attempt(state, a, outcome=outcome, directory=run.attempt_dir(tmp_path, state.run_id, a),
+    return collect.record_attempt(state, a, outcome=outcome, directory=collect.attempt_dir(tmp_path, state.run_id, a),
                               remote_sha256=files, session="s1", now=NOW)
 
 
@@ -98,30 +105,30 @@ def record(tmp_path: Path, state: run.RunState, a: run.Attempt, fixture: str | N
 ])
 def test_run_ids_are_plain_directory_names(run_id, ok):
     if ok:
-        assert run.check_run_id(run_id) == run_id
+        assert runstate.check_run_id(run_id) == run_id
     else:
         with pytest.raises(ScanfleetError, match="not usable as a directory name"):
-            run.check_run_id(run_id)
+            runstate.check_run_id(run_id)
 
 
 def test_state_round_trips_through_a_private_file(tmp_path):
     state = state_for("10.0.0.0/30, 2001:db8::1")
     attempt(state, "scanner1", "10.0.0.0/31")
     directory = tmp_path / "results" / "t1"
-    run.save_state(directory, state)
+    runstate.save_state(directory, state)
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
-    assert stat.S_IMODE(os.stat(directory / run.STATE_FILE).st_mode) == 0o600
-    loaded = run.load_state(directory)
+    assert stat.S_IMODE(os.stat(directory / runstate.STATE_FILE).st_mode) == 0o600
+    loaded = runstate.load_state(directory)
     assert loaded == state
     assert loaded.targets() == ips("10.0.0.0/30, 2001:db8::1")
-    assert run.load_state(tmp_path / "nothing") is None
+    assert runstate.load_state(tmp_path / "nothing") is None
 
 
 @pytest.mark.parametrize("content", ["{not json", "[]", '{"version": 99, "fingerprint": "x"}'])
 def test_a_damaged_state_file_is_refused_with_the_fix(tmp_path, content):
-    (tmp_path / run.STATE_FILE).write_text(content)
+    (tmp_path / runstate.STATE_FILE).write_text(content)
     with pytest.raises(ScanfleetError, match="move it away"):
-        run.load_state(tmp_path)
+        runstate.load_state(tmp_path)
 
 
 @pytest.mark.parametrize(("before", "after"), [
@@ -131,9 +138,9 @@ def test_a_damaged_state_file_is_refused_with_the_fix(tmp_path, content):
 ])
 def test_the_same_targets_written_differently_resume_the_same_run(before, after):
     state = state_for(before)
-    run.check_resume(state, ips(after), OPTIONS)
-    assert run.derived_run_id(run.run_fingerprints(ips(before), OPTIONS)[0]) == \
-        run.derived_run_id(run.run_fingerprints(ips(after), OPTIONS)[0])
+    runstate.check_resume(state, ips(after), OPTIONS)
+    assert runstate.derived_run_id(runstate.run_fingerprints(ips(before), OPTIONS)[0]) == \
+        runstate.derived_run_id(runstate.run_fingerprints(ips(after), OPTIONS)[0])
 
 
 @pytest.mark.parametrize(("targets", "options", "fragment"), [
@@ -143,17 +150,17 @@ def test_the_same_targets_written_differently_resume_the_same_run(before, after)
 ])
 def test_a_run_id_of_another_target_set_or_other_options_is_refused(tmp_path, targets, options, fragment):
     state = state_for("10.0.0.0/30")
-    run.save_state(tmp_path / "t1", state)
+    runstate.save_state(tmp_path / "t1", state)
     with pytest.raises(ScanfleetError, match="choose a new run id") as info:
-        run.open_run(tmp_path, "t1", ips(targets), options, NOW)
+        runstate.open_run(tmp_path, "t1", ips(targets), options, NOW)
     assert fragment in str(info.value)
 
 
 def test_open_run_creates_or_resumes(tmp_path):
-    state, resumed = run.open_run(tmp_path, "t1", ips("10.0.0.0/30"), OPTIONS, NOW)
+    state, resumed = runstate.open_run(tmp_path, "t1", ips("10.0.0.0/30"), OPTIONS, NOW)
     assert not resumed and state.total == 4
-    run.save_state(tmp_path / "t1", state)
-    again, resumed = run.open_run(tmp_path, "t1", ips("10.0.0.0-3"), OPTIONS, NOW)
+    runstate.save_state(tmp_path / "t1", state)
+    again, resumed = runstate.open_run(tmp_path, "t1", ips("10.0.0.0-3"), OPTIONS, NOW)
     assert resumed and again.fingerprint == state.fingerprint
 
 
@@ -168,7 +175,7 @@ def test_open_run_creates_or_resumes(tmp_path):
 ])
 def test_a_fresh_round_partitions_the_targets_by_capacity(targets, weights, sizes):
     state = state_for(targets)
-    rp = run.plan_round(state, weights=weights, available=weights, session="s1", round_no=1, now=NOW)
+    rp = runplan.plan_round(state, weights=weights, available=weights, session="s1", round_no=1, now=NOW)
     got = {h: sum(a.size for a in attempts) for h, attempts in rp.assignments.items() if attempts}
     assert got == sizes
     assert set(rp.assignments) == set(weights)  # every available host is listed, maybe with nothing
@@ -184,7 +191,7 @@ def test_planning_is_deterministic():
     plans = []
     for _ in range(2):
         state = state_for("10.0.0.0/24, 10.0.2.0/25")
-        rp = run.plan_round(state, weights={"a": 1, "b": 2, "c": 1}, available=["a", "b", "c"], session="s",
+        rp = runplan.plan_round(state, weights={"a": 1, "b": 2, "c": 1}, available=["a", "b", "c"], session="s",
                             round_no=1, now=NOW, mode="interleaved", seed=7)
         plans.append([(a.id, a.lines) for a in rp.new])
     assert plans[0] == plans[1]
@@ -192,21 +199,21 @@ def test_planning_is_deterministic():
 
 def test_mixed_families_give_one_attempt_per_family_with_ipv6_flagged():
     state = state_for("10.0.0.0/31, 2001:db8::/127")
-    rp = run.plan_round(state, weights={"a": 1}, available=["a"], session="s", round_no=1, now=NOW)
+    rp = runplan.plan_round(state, weights={"a": 1}, available=["a"], session="s", round_no=1, now=NOW)
     assert [(a.family, a.lines) for a in rp.new] == [(4, ["10.0.0.0/31"]), (6, ["2001:db8::/127"])]
-    assert [run._attempt_view(a)["ipv6"] for a in rp.new] == [False, True]
+    assert [runplan._attempt_view(a)["ipv6"] for a in rp.new] == [False, True]
 
 
 def test_unavailable_hosts_get_nothing_and_none_available_is_a_clear_error():
     state = state_for("10.0.0.0/29")
-    rp = run.plan_round(state, weights={"a": 1, "b": 1, "c": 1}, available=["b"],
+    rp = runplan.plan_round(state, weights={"a": 1, "b": 1, "c": 1}, available=["b"],
                         unavailable={"a": "unreachable at the start", "c": "stalled in attempt 002-c"},
                         session="s", round_no=1, now=NOW)
     assert {a.host for a in rp.new} == {"b"} and sum(a.size for a in rp.new) == 8
     assert "not used: a (unreachable at the start), c (stalled in attempt 002-c)" in rp.notes[0]
     state = state_for("10.0.0.0/29")
     with pytest.raises(ScanfleetError) as info:
-        run.plan_round(state, weights={"a": 1, "b": 1}, available=[], unavailable={"a": "unreachable at the start"},
+        runplan.plan_round(state, weights={"a": 1, "b": 1}, available=[], unavailable={"a": "unreachable at the start"},
                        session="s", round_no=1, now=NOW)
     assert "8 addresses left to scan (10.0.0.0-10.0.0.7) but no scanner host is available" in str(info.value)
     assert "a: unreachable at the start; b: not available" in str(info.value)
@@ -220,7 +227,7 @@ def test_unavailable_hosts_get_nothing_and_none_available_is_a_clear_error():
 def test_attempts_still_assigned_are_resumed_on_their_host_or_lost(available, reattached, lost):
     state = state_for("10.0.0.0/30")
     first = attempt(state, "a", "10.0.0.0/31")
-    rp = run.plan_round(state, weights={"a": 1, "b": 1}, available=available, session="s2", round_no=1, now=NOW)
+    rp = runplan.plan_round(state, weights={"a": 1, "b": 1}, available=available, session="s2", round_no=1, now=NOW)
     assert [a.id for a in rp.reattached] == reattached
     assert [a.id for a in rp.lost] == lost
     new = IntervalSet().union(*(a.addresses() for a in rp.new)) if rp.new else IntervalSet()
@@ -241,8 +248,8 @@ def test_a_complete_shard_is_finished_including_hosts_nmap_did_not_list(tmp_path
     assert record(tmp_path, state, a, "shard-c", "finished") == []
     assert a.status == "finished" and a.complete and a.exit == "success"
     # 127.0.0.10 is down and, without -v, not in the XML: the complete run still covers it
-    assert run.covered(state) == ips("127.0.0.4, 127.0.0.10")
-    assert a.files == {"scan.xml": run.sha256_file(XML["shard-c"])}
+    assert collect.covered(state) == ips("127.0.0.4, 127.0.0.10")
+    assert a.files == {"scan.xml": sha256_file(XML["shard-c"])}
 
 
 @pytest.mark.parametrize(("fixture", "shard", "kept", "rest", "why"), [
@@ -257,8 +264,8 @@ def test_a_truncated_shard_keeps_its_complete_hosts_and_only_the_rest_is_planned
     assert a.status == "partial" and a.complete is False and a.kept == kept
     assert why in a.detail and a.detail.startswith("stalled")
     assert f"{len(kept)} host" in notes[0] and f"{ips(rest).size} of {a.size} addresses planned again" in notes[0]
-    assert run.covered(state) == ips(", ".join(kept))
-    rp = run.plan_round(state, weights={"a": 1, "b": 1, "c": 1}, available=["b", "c"],
+    assert collect.covered(state) == ips(", ".join(kept))
+    rp = runplan.plan_round(state, weights={"a": 1, "b": 1, "c": 1}, available=["b", "c"],
                         unavailable={"a": "stalled in attempt 001-a"}, session="s1", round_no=2, now=NOW)
     assert {x.host for x in rp.new} <= {"b", "c"}
     assert IntervalSet().union(*(x.addresses() for x in rp.new)) == ips(rest) == rp.todo
@@ -271,17 +278,17 @@ def test_no_xml_means_the_whole_shard_is_planned_again(tmp_path, outcome, status
     notes = record(tmp_path, state, a, None, outcome)
     assert a.status == status and a.kept == []
     assert "its 4 addresses planned again" in notes[0]
-    assert run.coverage(state).missing == ips("127.0.0.5-8")
+    assert collect.coverage(state).missing == ips("127.0.0.5-8")
 
 
 def test_a_file_that_is_not_nmap_xml_fails_the_attempt_with_the_reason(tmp_path):
     state = state_for("127.0.0.4")
     a = attempt(state, "a", "127.0.0.4")
-    directory = run.attempt_dir(tmp_path, state.run_id, a)
+    directory = collect.attempt_dir(tmp_path, state.run_id, a)
     directory.mkdir(parents=True)
     (directory / "scan.xml").write_text("<html>proxy error</html>\n")
-    run.record_attempt(state, a, outcome="finished", directory=directory,
-                       remote_sha256={"scan.xml": run.sha256_file(directory / "scan.xml")}, session="s", now=NOW)
+    collect.record_attempt(state, a, outcome="finished", directory=directory,
+                       remote_sha256={"scan.xml": sha256_file(directory / "scan.xml")}, session="s", now=NOW)
     assert a.status == "failed" and "not <nmaprun>" in a.detail
 
 
@@ -290,7 +297,7 @@ def test_a_damaged_copy_is_refused_naming_both_sums(tmp_path):
     a = attempt(state, "a", "127.0.0.4, 127.0.0.10")
     files = fetched(tmp_path, state, a, "shard-c")
     with pytest.raises(ScanfleetError) as info:
-        run.record_attempt(state, a, outcome="finished", directory=run.attempt_dir(tmp_path, state.run_id, a),
+        collect.record_attempt(state, a, outcome="finished", directory=collect.attempt_dir(tmp_path, state.run_id, a),
                            remote_sha256={"scan.xml": "0" * 64}, session="s", now=NOW)
     assert files["scan.xml"] in str(info.value) and "0" * 64 in str(info.value)
     assert "fetch it again" in str(info.value) and a.status == "assigned"
@@ -302,7 +309,7 @@ def test_coverage_reports_duplicates_and_what_is_missing(tmp_path):
     b = attempt(state, "b", "127.0.0.3")
     record(tmp_path, state, a, "shard-b", "finished")
     record(tmp_path, state, b, "shard-b", "finished")
-    cov = run.coverage(state)
+    cov = collect.coverage(state)
     assert cov.duplicates == ips("127.0.0.3") and cov.missing == ips("127.0.0.4") and not cov.complete
     assert cov.text() == ("coverage: 2/3 addresses (66.7%); missing: 127.0.0.4; scanned twice: 127.0.0.3")
 
@@ -319,23 +326,23 @@ def test_a_run_with_a_killed_scanner_ends_complete_with_each_host_once(tmp_path)
     state.seq = 0
     a = attempt(state, "a", "127.0.0.5-8")
     b = attempt(state, "b", "127.0.0.4, 127.0.0.10")
-    run.save_state(tmp_path / state.run_id, state)
+    runstate.save_state(tmp_path / state.run_id, state)
     outcomes = []
     for x, fixture, outcome in ((a, "shard-killed", "stalled"), (b, "shard-c", "finished")):
         outcomes.append({"id": x.id, "outcome": outcome, "files": fetched(tmp_path, state, x, fixture)})
-    result = run.record_run(results=tmp_path, run_id=state.run_id, outcomes=outcomes, session="s1", now=NOW)
+    result = collect.record_run(results=tmp_path, run_id=state.run_id, outcomes=outcomes, session="s1", now=NOW)
     assert result["lost_hosts"] == {"a": "stalled in attempt 001-a"}
     assert (result["covered"], result["missing"], result["pending"]) == (4, 2, [])
-    assert run.record_run(results=tmp_path, run_id=state.run_id, outcomes=outcomes, session="s1",
+    assert collect.record_run(results=tmp_path, run_id=state.run_id, outcomes=outcomes, session="s1",
                           now=NOW)["recorded"] == []  # recording the same round again changes nothing
 
-    state = run.load_state(tmp_path / state.run_id)
-    rp = run.plan_round(state, weights={"a": 1, "b": 1}, available=["b"], unavailable=result["lost_hosts"],
+    state = runstate.load_state(tmp_path / state.run_id)
+    rp = runplan.plan_round(state, weights={"a": 1, "b": 1}, available=["b"], unavailable=result["lost_hosts"],
                         session="s1", round_no=2, now=NOW)
     assert [(x.id, x.host, x.lines) for x in rp.new] == [("003-b", "b", ["127.0.0.7-8"])]
-    run.save_state(tmp_path / state.run_id, state)
+    runstate.save_state(tmp_path / state.run_id, state)
 
-    report = run.report_run(results=tmp_path, run_id=state.run_id, dtd=str(DTD) if DTD else None)
+    report = runreport.report_run(results=tmp_path, run_id=state.run_id, dtd=str(DTD) if DTD else None)
     merged = (tmp_path / state.run_id / "merged.xml").read_text()
     hosts = re.findall(r'<address addr="([0-9.]+)" addrtype="ipv4"', merged)
     assert sorted(hosts) == ["127.0.0.4", "127.0.0.5", "127.0.0.6"]  # each reported host once
@@ -345,7 +352,7 @@ def test_a_run_with_a_killed_scanner_ends_complete_with_each_host_once(tmp_path)
     assert "coverage: 4/6 addresses (66.7%); missing: 127.0.0.7-127.0.0.8, no duplicates" in report["lines"]
     if DTD is not None and shutil.which("xmllint"):
         assert report["validated"]
-    again = run.report_run(results=tmp_path, run_id=state.run_id, dtd=str(DTD) if DTD else None)
+    again = runreport.report_run(results=tmp_path, run_id=state.run_id, dtd=str(DTD) if DTD else None)
     assert not again["changed"] and again["lines"] == report["lines"]
 
 
@@ -357,17 +364,17 @@ def test_a_scanner_that_dies_mid_scan_is_lost_and_its_shard_goes_to_the_survivor
     state.seq = 0
     a = attempt(state, "a", "127.0.0.5-8")
     b = attempt(state, "b", "127.0.0.4, 127.0.0.10")
-    run.save_state(tmp_path / state.run_id, state)
+    runstate.save_state(tmp_path / state.run_id, state)
     dead = run.unreachable_outcome(a.id, "no answer for 21 s: ssh: No route to host")
     assert [p for o in [dead] for p in o["paths"].items()] == [] and dead["files"] == {}  # the plugin's fetch list
     outcomes = [dead, {"id": b.id, "outcome": "finished", "files": fetched(tmp_path, state, b, "shard-c")}]
-    result = run.record_run(results=tmp_path, run_id=state.run_id, outcomes=outcomes, session="s1", now=NOW)
+    result = collect.record_run(results=tmp_path, run_id=state.run_id, outcomes=outcomes, session="s1", now=NOW)
     assert result["lost_hosts"] == {"a": "unreachable in attempt 001-a"}
     assert result["statuses"] == {"001-a": "lost", "002-b": "finished"} and result["missing"] == 4
     assert any("001-a on a: no answer for 21 s" in note and "4 addresses planned again" in note
                for note in result["notes"])
-    state = run.load_state(tmp_path / state.run_id)
-    rp = run.plan_round(state, weights={"a": 1, "b": 1}, available=["b"], unavailable=result["lost_hosts"],
+    state = runstate.load_state(tmp_path / state.run_id)
+    rp = runplan.plan_round(state, weights={"a": 1, "b": 1}, available=["b"], unavailable=result["lost_hosts"],
                         session="s1", round_no=2, now=NOW)
     assert [(x.id, x.host, x.lines) for x in rp.new] == [("003-b", "b", ["127.0.0.5-8"])]
     assert state.attempt("001-a").outcome == "unreachable"
@@ -378,38 +385,38 @@ def test_a_scanner_that_dies_mid_scan_is_lost_and_its_shard_goes_to_the_survivor
 
 def test_build_plan_resolves_names_checks_the_scope_and_leaves_out_the_scanners():
     resolver = {"web.lab": ["10.77.0.101"], "scanner1.lab": ["10.77.0.11"]}
-    plan = run.build_plan(targets=["web.lab", "10.77.0.10-12"], scope=["10.77.0.0/24"],
+    plan = runplan.build_plan(targets=["web.lab", "10.77.0.10-12"], scope=["10.77.0.0/24"],
                           scanner_addresses=["scanner1.lab", "10.77.0.12", "no-such-host.lab"],
                           resolver=resolver)
     assert plan.addresses == ips("10.77.0.10, 10.77.0.101")
     with pytest.raises(ScanfleetError) as info:
-        run.build_plan(targets=["10.77.0.5", "10.78.0.0/30"], scope=["10.77.0.0/24"], resolver=resolver)
+        runplan.build_plan(targets=["10.77.0.5", "10.78.0.0/30"], scope=["10.77.0.0/24"], resolver=resolver)
     assert "10.78.0.0/30 (10.78.0.0-10.78.0.3 outside)" in str(info.value)
     assert "scanfleet_scope_extra" in str(info.value)
-    widened = run.build_plan(targets=["10.77.0.5", "10.78.0.0/30"], scope=["10.77.0.0/24"],
+    widened = runplan.build_plan(targets=["10.77.0.5", "10.78.0.0/30"], scope=["10.77.0.0/24"],
                              scope_extra=["10.78.0.0/30"], resolver=resolver)
     assert widened.addresses.size == 5
     with pytest.raises(ScanfleetError, match="scanfleet_scope is empty"):
-        run.build_plan(targets=["10.77.0.5"], scope=[], resolver=resolver)
+        runplan.build_plan(targets=["10.77.0.5"], scope=[], resolver=resolver)
 
 
 def test_plan_run_writes_the_shards_and_resumes_without_changes(tmp_path):
-    plan = run.build_plan(targets=["10.77.0.41-44"], scope=["10.77.0.0/24"], resolver={})
+    plan = runplan.build_plan(targets=["10.77.0.41-44"], scope=["10.77.0.0/24"], resolver={})
     kwargs = {"results": tmp_path, "run_id": "", "plan": plan, "options": OPTIONS,
               "weights": {"s1": 2, "s2": 1, "s3": 1}, "available": ["s1", "s2", "s3"], "unavailable": {},
               "session": "x", "round_no": 1, "now": NOW}
-    dry = run.plan_run(**kwargs, write=False)
+    dry = runplan.plan_run(**kwargs, write=False)
     assert not (tmp_path / dry["run_id"]).exists()  # check mode writes nothing
-    first = run.plan_run(**kwargs)
+    first = runplan.plan_run(**kwargs)
     assert first["run_id"] == dry["run_id"] == "scan-" + first["fingerprint"][:12]
     assert first["changed"] and not first["resumed"]
     shards = sorted((tmp_path / first["run_id"] / "shards").iterdir())
     assert [p.name for p in shards] == ["001-s1.targets", "002-s2.targets", "003-s3.targets"]
     assert [p.read_text() for p in shards] == ["10.77.0.41-42\n", "10.77.0.43\n", "10.77.0.44\n"]
-    second = run.plan_run(**{**kwargs, "session": "y"})
+    second = runplan.plan_run(**{**kwargs, "session": "y"})
     assert second["resumed"] and not second["changed"] and second["reattached"] == ["001-s1", "002-s2", "003-s3"]
     assert "s1: 001-s1 (resumed) 2 addresses: 10.77.0.41-10.77.0.42" in second["lines"]
-    state = json.loads((tmp_path / first["run_id"] / run.STATE_FILE).read_text())
+    state = json.loads((tmp_path / first["run_id"] / runstate.STATE_FILE).read_text())
     assert [s["id"] for s in state["sessions"]] == ["x"]  # a session is recorded when something changed
 
 

@@ -27,7 +27,7 @@ Merge rules
 * Ports are united by (protocol, portid). On conflict one whole ``<port>`` element wins, by in order:
   port state (``open`` > ``closed`` > ``unfiltered`` > ``open|filtered`` > ``closed|filtered`` >
   ``filtered`` > anything else: a real answer beats silence), then service identification (a probed
-  identification, see :func:`scanfleet.report.is_identified`, > another probed result such as
+  identification, see :func:`is_identified`, > another probed result such as
   tcpwrapped > a table guess > no service), then ``conf``, then how many of product, version and
   extrainfo are known, then the number of scripts; on a full tie the earlier input wins.
 * ``<extraports>`` (the "Not shown: N closed ports" groups) are merged exactly from their
@@ -63,23 +63,19 @@ is corrupted in the middle, or holds two runs (``--append-output``) raises
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import ipaddress
-import json
 import shutil
 import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 from xml.parsers import expat
 from xml.sax.saxutils import quoteattr
 
 from scanfleet import ScanfleetError
-from scanfleet import report as _report
 from scanfleet.files import atomic_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +107,19 @@ _HOST_CHILD_ORDER = ("status", "address", "hostnames", "smurf", "ports", "os", "
                      "tcpsequence", "ipidsequence", "tcptssequence", "hostscript", "trace")
 # Children of <nmaprun> copied from every input to the output, in place.
 _PASS_THROUGH = frozenset({"target", "prescript", "postscript", "output"})
+
+
+NOT_IDENTIFIED_NAMES = frozenset({"", "unknown", "tcpwrapped"})
+SUMMARY_FILE = "summary.json"
+
+
+def is_identified(service: Mapping[str, str] | None) -> bool:
+    """True when nmap's service detection matched the service (rule in the module docstring)."""
+    if not service:
+        return False
+    name = (service.get("name") or "").strip()
+    return (service.get("method") == "probed" and name.lower() not in NOT_IDENTIFIED_NAMES
+            and not name.endswith("?"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -392,7 +401,7 @@ def _port_rank(port: ET.Element) -> tuple[int, int, int, int, int]:
     if service is None:
         service_rank, conf, detail = 0, 0, 0
     else:
-        if _report.is_identified(service.attrib):
+        if is_identified(service.attrib):
             service_rank = 3
         elif service.get("method") == "probed":
             service_rank = 2
@@ -837,96 +846,3 @@ def validate(xml: Path, dtd: Path, *, shown_as: Path | None = None) -> None:
         detail = "\n".join(proc.stderr.strip().splitlines()[:10])
         raise ScanfleetError(f"{shown_as or xml}: the merged XML does not validate against {dtd}; the "
                              f"inputs hold something nmap.dtd does not allow:\n{detail}")
-
-
-# --------------------------------------------------------------------------------------------------
-# Command line
-
-
-def _parse_label(text: str) -> tuple[str, Path]:
-    name, sep, file = text.partition("=")
-    if not sep or not name or not file:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=FILE")
-    return name, Path(file)
-
-
-def _cmd_merge(args: argparse.Namespace) -> int:
-    out_dir = Path(args.out)
-    files: list[Path] = list(args.files)
-    labels: list[str | None] = [None] * len(files)
-    by_real = {p.resolve(): i for i, p in enumerate(files)}
-    for name, file in args.label:
-        index = by_real.get(file.resolve())
-        if index is None:
-            files.append(file)
-            labels.append(name)
-            by_real[file.resolve()] = len(files) - 1
-        else:
-            labels[index] = name
-    if not files:
-        raise ScanfleetError("merge: no input files; give the shards' nmap .xml files")
-    defaults = [default_label(p) for p in files]
-    if len(set(defaults)) != len(defaults):
-        defaults = [str(p) for p in files]
-    final_labels = [label or default for label, default in zip(labels, defaults, strict=True)]
-
-    dtd = Path(args.dtd) if args.dtd else find_nmap_file("nmap.dtd")
-    if args.dtd and not dtd.is_file():
-        raise ScanfleetError(f"{dtd}: no such DTD; give the path of nmap.dtd (--dtd)")
-    notes = []
-    if dtd is not None and shutil.which("xmllint") is None:
-        notes.append("merged.xml not validated: xmllint not found (apt-get install libxml2-utils)")
-        dtd = None
-    elif dtd is None:
-        notes.append("merged.xml not validated: nmap.dtd not found (give --dtd)")
-    xsl = Path(args.xsl) if args.xsl else find_nmap_file("nmap.xsl")
-    if args.xsl and not xsl.is_file():
-        raise ScanfleetError(f"{xsl}: no such stylesheet; give the path of nmap.xsl (--xsl)")
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # A failed run must not leave the previous run's summary looking current.
-    (out_dir / _report.SUMMARY_FILE).unlink(missing_ok=True)
-    result = merge(files, out_dir / "merged.xml", labels=final_labels, dtd=dtd,
-                   stylesheet=xsl.resolve().as_uri() if xsl else None)
-    summary = _report.write_reports(out_dir / "merged.xml", out_dir, result.to_dict(), xsl=xsl,
-                                    notes=notes)
-    print(_report.format_summary(summary))
-    return 0 if result.exit == "success" else 1
-
-
-def _cmd_summary(args: argparse.Namespace) -> int:
-    summary = _report.load_summary(Path(args.dir))
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(_report.format_summary(summary))
-    return 0 if summary.get("exit") == "success" else 1
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``merge`` and ``summary`` subcommands (called by scanfleet.cli)."""
-    p = sub.add_parser(
-        "merge", help="merge the shards' nmap XML into one report",
-        description="Merge the nmap XML outputs of the shards (one FILE per shard; the shard name is "
-                    "the file's parent directory unless --label NAME=FILE) into DIR/merged.xml, and "
-                    "write merged.json, merged.csv, merged.html (when xsltproc and nmap.xsl exist) and "
-                    "summary.json. Truncated inputs are salvaged. Exit status: 0 all shards complete, "
-                    "1 merged but some shard truncated or failed, 2 bad input.")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
-    p.add_argument("--dtd", metavar="PATH", help="nmap.dtd to validate merged.xml with "
-                   "(default: the nmap package's, if found)")
-    p.add_argument("--xsl", metavar="PATH", help="nmap.xsl for merged.html (default: the nmap package's)")
-    p.add_argument("--label", action="append", default=[], type=_parse_label, metavar="NAME=FILE",
-                   help="name the shard of FILE (FILE is added to the inputs if not listed)")
-    p.add_argument("files", nargs="*", type=Path, metavar="FILE", help="nmap XML output of one shard")
-    p.set_defaults(func=_cmd_merge)
-
-    p = sub.add_parser("summary", help="print the summary of a merge again",
-                       description="Print the summary of the merge written in DIR by scanfleet merge.")
-    p.add_argument("dir", metavar="DIR", help="the --out directory of scanfleet merge")
-    p.add_argument("--json", action="store_true", help="print summary.json instead of text")
-    p.set_defaults(func=_cmd_summary)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use: scanfleet merge ... (python -m scanfleet merge ...)")

@@ -1,4 +1,4 @@
-"""Tests of scanfleet.nmapxml (merge) and scanfleet.report, on real nmap 7.93 output.
+"""Tests of scanfleet.merge and scanfleet.report, on real nmap 7.93 output.
 
 The fixtures in tests/fixtures/xml were written by stock nmap inside a private network namespace
 (tests/fixtures/xml/make_fixtures.sh). Expected values are computed here from the input files with an
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from scanfleet import ScanfleetError, cli, nmapxml, report
+from scanfleet import ScanfleetError, cli, merge, report
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "xml"
 SHARD_A = FIXTURES / "shard-a" / "scan.xml"
@@ -31,8 +31,8 @@ CUT = FIXTURES / "shard-cut" / "scan.xml"
 COMPLETE = [SHARD_A, SHARD_B, SHARD_C]
 ALL = [*COMPLETE, KILLED, CUT]
 
-DTD = nmapxml.find_nmap_file("nmap.dtd")
-XSL = nmapxml.find_nmap_file("nmap.xsl")
+DTD = merge.find_nmap_file("nmap.dtd")
+XSL = merge.find_nmap_file("nmap.xsl")
 needs_xmllint = pytest.mark.skipif(shutil.which("xmllint") is None or DTD is None,
                                    reason="xmllint (libxml2-utils) or nmap.dtd not available")
 needs_xsltproc = pytest.mark.skipif(shutil.which("xsltproc") is None or XSL is None,
@@ -106,7 +106,7 @@ def xmllint_ok(path: Path) -> subprocess.CompletedProcess:
 @pytest.fixture
 def merged_all(tmp_path):
     out = tmp_path / "merged.xml"
-    result = nmapxml.merge(ALL, out)
+    result = merge.merge(ALL, out)
     return out, result
 
 
@@ -138,7 +138,7 @@ def test_fixtures_are_what_the_tests_need():
                          ids=["all", "b-a", "killed", "cut-c"])
 def test_merged_xml_validates_against_nmap_dtd(tmp_path, inputs):
     out = tmp_path / "merged.xml"
-    result = nmapxml.merge(inputs, out, dtd=DTD)
+    result = merge.merge(inputs, out, dtd=DTD)
     assert result.validated
     proc = xmllint_ok(out)
     assert proc.returncode == 0, proc.stderr
@@ -165,7 +165,7 @@ def _dup_occurrences(inputs):
 @pytest.mark.parametrize("inputs", [[SHARD_A, SHARD_B], [SHARD_B, SHARD_A]], ids=["a-b", "b-a"])
 def test_duplicated_host_gets_the_union_of_ports(tmp_path, inputs):
     out = tmp_path / "merged.xml"
-    nmapxml.merge(inputs, out)
+    merge.merge(inputs, out)
     dups = _dup_occurrences(inputs)
     assert dups
     merged_hosts = {address(h): h for h in ET.parse(out).getroot().findall("host")}
@@ -190,7 +190,7 @@ def test_duplicated_host_gets_the_union_of_ports(tmp_path, inputs):
 @pytest.mark.parametrize("inputs", [[SHARD_A, SHARD_B], [SHARD_B, SHARD_A]], ids=["a-b", "b-a"])
 def test_port_conflicts_prefer_open_then_probed_in_any_input_order(tmp_path, inputs):
     out = tmp_path / "merged.xml"
-    nmapxml.merge(inputs, out)
+    merge.merge(inputs, out)
     merged_hosts = {address(h): h for h in ET.parse(out).getroot().findall("host")}
     state_conflicts = method_conflicts = 0
     for addr, occurrences in _dup_occurrences(inputs).items():
@@ -246,7 +246,7 @@ def test_state_order_closed_beats_filtered_and_ties_keep_the_first_input(tmp_pat
     variant = _variant(tmp_path, SHARD_B, "shard-fw", edit)
     inputs = [variant, SHARD_B] if order == "variant-first" else [SHARD_B, variant]
     out = tmp_path / "merged.xml"
-    nmapxml.merge(inputs, out)
+    merge.merge(inputs, out)
     host = next(h for h in ET.parse(out).getroot().findall("host") if address(h) == "127.0.0.3")
     assert ("tcp", 2222) not in explicit_ports(host)  # closed (from shard-b's extraports) won
     assert extraports_ports(host)[("tcp", 2222)] == "closed"
@@ -263,7 +263,7 @@ def test_combine_hosts_unites_addresses_and_hostnames_and_prefers_up():
     mac = ET.Element("address", {"addr": "02:00:00:00:00:01", "addrtype": "mac"})
     seen_up.insert(2, mac)
     ET.SubElement(seen_up.find("hostnames"), "hostname", {"name": "user.example", "type": "user"})
-    merged = nmapxml.combine_hosts(down, seen_up)
+    merged = merge.combine_hosts(down, seen_up)
     assert merged.find("status").get("state") == "up"
     assert [(a.get("addr"), a.get("addrtype")) for a in merged.findall("address")] == [
         (address(down), "ipv4"), ("02:00:00:00:00:01", "mac")]
@@ -317,13 +317,13 @@ def test_runstats_totals_and_times_are_true_to_the_inputs(merged_all):
 
 
 def test_exit_is_success_only_when_every_input_succeeded(tmp_path):
-    result = nmapxml.merge(COMPLETE, tmp_path / "ok.xml")
+    result = merge.merge(COMPLETE, tmp_path / "ok.xml")
     assert result.exit == "success"
     finished = ET.parse(tmp_path / "ok.xml").getroot().find("runstats/finished")
     assert finished.get("exit") == "success" and finished.get("errormsg") is None
     failed = _variant(tmp_path, SHARD_C, "shard-failed", lambda t: t.replace(
         'exit="success"', 'exit="error" errormsg="pcap died"'))
-    result = nmapxml.merge([SHARD_A, failed], tmp_path / "bad.xml")
+    result = merge.merge([SHARD_A, failed], tmp_path / "bad.xml")
     assert result.exit == "error" and "pcap died" in result.errormsg
 
 
@@ -343,16 +343,16 @@ def test_scaninfo_unites_the_scanned_ports(merged_all):
     services = set()
     for path in ALL:
         match = re.search(r'<scaninfo [^>]*services="([^"]*)"', path.read_text())
-        services |= set(nmapxml.parse_ranges(match.group(1)))
+        services |= set(merge.parse_ranges(match.group(1)))
     (info,) = ET.parse(out).getroot().findall("scaninfo")
-    assert set(nmapxml.parse_ranges(info.get("services"))) == services
+    assert set(merge.parse_ranges(info.get("services"))) == services
     assert int(info.get("numservices")) == len(services)
 
 
 def test_ranges_round_trip():
-    assert nmapxml.format_ranges({1, 2, 3, 7, 9, 10}) == "1-3,7,9-10"
-    assert list(nmapxml.parse_ranges("1-3,7,9-10")) == [1, 2, 3, 7, 9, 10]
-    assert nmapxml.format_ranges(set()) == ""
+    assert merge.format_ranges({1, 2, 3, 7, 9, 10}) == "1-3,7,9-10"
+    assert list(merge.parse_ranges("1-3,7,9-10")) == [1, 2, 3, 7, 9, 10]
+    assert merge.format_ranges(set()) == ""
 
 
 # ---- truncated and bad inputs --------------------------------------------------------------------
@@ -370,7 +370,7 @@ def _expand_targets(args: str) -> set[str]:
 
 @pytest.mark.parametrize("path", [KILLED, CUT], ids=["killed", "cut"])
 def test_truncated_input_is_salvaged_and_reports_what_was_lost(tmp_path, path):
-    shard = nmapxml.inspect_input(path)
+    shard = merge.inspect_input(path)
     kept = [address(h) for h in complete_hosts(path)]
     assert not shard.complete and shard.status == "truncated"
     assert shard.hosts_kept == len(kept) >= 1
@@ -380,7 +380,7 @@ def test_truncated_input_is_salvaged_and_reports_what_was_lost(tmp_path, path):
     targets = _expand_targets(unescape(root_attrib(path)["args"]))
     lost = targets - set(shard.addresses)
     assert lost  # the kill / cut really lost targets
-    result = nmapxml.merge([path], tmp_path / "merged.xml")
+    result = merge.merge([path], tmp_path / "merged.xml")
     merged = [address(h) for h in ET.parse(tmp_path / "merged.xml").getroot().findall("host")]
     assert merged == kept
     assert not set(merged) & lost
@@ -389,7 +389,7 @@ def test_truncated_input_is_salvaged_and_reports_what_was_lost(tmp_path, path):
 
 def test_cut_input_drops_the_partial_host(tmp_path):
     partial = partial_host_address(CUT)
-    nmapxml.merge([CUT], tmp_path / "merged.xml")
+    merge.merge([CUT], tmp_path / "merged.xml")
     assert partial not in (tmp_path / "merged.xml").read_text().split('<runstats>')[0].split(
         "</output>")[-1]
 
@@ -398,7 +398,7 @@ def test_zero_byte_file_is_a_truncated_run_with_no_hosts(tmp_path):
     empty = tmp_path / "shard-z" / "scan.xml"
     empty.parent.mkdir()
     empty.write_bytes(b"")
-    result = nmapxml.merge([SHARD_A, empty], tmp_path / "merged.xml")
+    result = merge.merge([SHARD_A, empty], tmp_path / "merged.xml")
     shard = result.shards[1]
     assert (shard.label, shard.complete, shard.hosts_kept, shard.addresses) == ("shard-z", False, 0, [])
     assert "empty file" in shard.problem
@@ -426,7 +426,7 @@ def test_bad_input_raises_naming_the_file_and_writes_nothing(tmp_path, kind):
     out = out_dir / "merged.xml"
     out.write_text("previous merge\n")
     with pytest.raises(ScanfleetError) as info:
-        nmapxml.merge([SHARD_A, bad], out)
+        merge.merge([SHARD_A, bad], out)
     assert str(bad) in str(info.value)
     assert out.read_text() == "previous merge\n"  # untouched
     assert [p.name for p in out_dir.iterdir()] == ["merged.xml"]  # no temp file left
@@ -435,9 +435,9 @@ def test_bad_input_raises_naming_the_file_and_writes_nothing(tmp_path, kind):
 def test_missing_and_repeated_inputs_are_refused(tmp_path):
     missing = tmp_path / "nowhere" / "scan.xml"
     with pytest.raises(ScanfleetError, match=re.escape(str(missing))):
-        nmapxml.merge([SHARD_A, missing], tmp_path / "m.xml")
+        merge.merge([SHARD_A, missing], tmp_path / "m.xml")
     with pytest.raises(ScanfleetError, match="given twice"):
-        nmapxml.merge([SHARD_A, SHARD_A], tmp_path / "m.xml")
+        merge.merge([SHARD_A, SHARD_A], tmp_path / "m.xml")
     assert not (tmp_path / "m.xml").exists()
 
 
@@ -470,7 +470,7 @@ def expected_rows(merged_xml: Path) -> list[dict]:
 def reports(tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    result = nmapxml.merge(ALL, out_dir / "merged.xml")
+    result = merge.merge(ALL, out_dir / "merged.xml")
     summary = report.write_reports(out_dir / "merged.xml", out_dir, result.to_dict(), xsl=XSL)
     return out_dir, result, summary
 
@@ -622,8 +622,8 @@ def test_merge_memory_does_not_grow_with_the_input(tmp_path):
     large.parent.mkdir()
     _big_input(small, 200)
     size_large = _big_input(large, 1200)
-    peak_small = _peak(lambda: nmapxml.merge([small], tmp_path / "m1.xml"))
-    peak_large = _peak(lambda: nmapxml.merge([large], tmp_path / "m2.xml"))
+    peak_small = _peak(lambda: merge.merge([small], tmp_path / "m1.xml"))
+    peak_large = _peak(lambda: merge.merge([large], tmp_path / "m2.xml"))
     assert len(ET.parse(tmp_path / "m2.xml").getroot().findall("host")) == 1200
     # Per extra host, only the address bookkeeping may grow (a set entry and a list entry, about
     # 120 bytes), never the host itself (about 8 kB once parsed): 1000 more hosts, < 300 kB more.
@@ -640,7 +640,7 @@ def test_summary_lists_are_bounded_but_counts_are_complete(tmp_path, monkeypatch
     monkeypatch.setattr(report, "SUMMARY_LIST_LIMIT", 1)
     out = tmp_path / "out"
     inputs = [FIXTURES / "shard-a" / "scan.xml", FIXTURES / "shard-b" / "scan.xml", FIXTURES / "shard-c" / "scan.xml"]
-    result = nmapxml.merge(inputs, tmp_path / "merged.xml")
+    result = merge.merge(inputs, tmp_path / "merged.xml")
     summary = report.write_reports(tmp_path / "merged.xml", out, result.to_dict())
     rows = [r for r in report.iter_rows(tmp_path / "merged.xml") if r["state"] == "open"]
     for kind, flag in (("identified", True), ("unidentified", False)):
