@@ -1,7 +1,10 @@
-"""Command line of scanfleet: ``scanfleet SUBCOMMAND ...`` (also ``python -m scanfleet``).
+"""Command line of scanfleet: ``scanfleet NOUN COMMAND ...`` (also ``python -m scanfleet``).
 
-Each module registers its own subcommands through a ``register(subparsers)`` function; a
-subcommand sets ``func`` to a callable taking the parsed args and returning an exit code.
+One command per noun, along the data path: ``source`` (nmap sources), ``probes`` (service probes files),
+``targets`` (targets and scope), ``run`` (plan a run, a run's status), ``merge`` (the shards' nmap XML into
+one report). Each noun's module registers it through a ``register(subparsers)`` function; a command sets
+``func`` to a callable taking the parsed args and returning an exit code. A module that cannot be
+imported is an error, never skipped.
 """
 
 from __future__ import annotations
@@ -12,21 +15,21 @@ import sys
 
 from scanfleet import ScanfleetError
 
-# Modules that contribute subcommands (each has register(subparsers)).
-_MODULES = ("source", "probes", "targets", "report")
+# noun -> the module that registers it (register(subparsers) adds the noun and its commands)
+NOUNS = {
+    "source": "scanfleet.source",
+    "probes": "scanfleet.probes",
+    "targets": "scanfleet.targets",
+    "run": "scanfleet.runcli",
+    "merge": "scanfleet.report",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scanfleet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in _MODULES:
-        try:
-            module = importlib.import_module(f"scanfleet.{name}")
-        except ModuleNotFoundError as exc:  # a module not written yet
-            if exc.name != f"scanfleet.{name}":
-                raise
-            continue
-        module.register(sub)
+    for module_name in NOUNS.values():
+        importlib.import_module(module_name).register(sub)
     return parser
 
 

@@ -196,3 +196,21 @@ def merge_inputs(state: RunState, results: Path) -> list[tuple[str, Path]]:
         if attempt.status == "finished" or (attempt.status == "partial" and attempt.kept):
             out.append((attempt.id, attempt_dir(results, state.run_id, attempt) / XML))
     return out
+
+
+def run_status(state: RunState) -> dict[str, Any]:
+    """The run's state and coverage as plain data (``scanfleet run status``): rounds, attempts, coverage."""
+    cov = coverage(state)
+    return {
+        "run_id": state.run_id, "fingerprint": state.fingerprint, "options": list(state.options),
+        "created": state.created, "updated": state.updated, "total": state.total,
+        "rounds": max((a.round for a in state.attempts), default=0), "sessions": len(state.sessions),
+        "attempts": [{"id": a.id, "host": a.host, "round": a.round, "family": a.family, "size": a.size,
+                      "status": a.status, "outcome": a.outcome, "detail": a.detail, "elapsed": a.elapsed}
+                     for a in state.attempts],
+        "covered": cov.covered.size, "missing": cov.missing.size,
+        "missing_ranges": cov.missing.describe() if cov.missing else "",
+        "duplicates": cov.duplicates.size, "duplicate_ranges": cov.duplicates.describe() if cov.duplicates else "",
+        "complete": cov.complete, "coverage": cov.text(),
+        "report": state.report,
+    }

@@ -52,7 +52,8 @@ def _hosts_text(hosts: Iterable[str]) -> str:
 
 def plan_round(state: RunState, *, weights: Mapping[str, Any], available: Iterable[str],
                unavailable: Mapping[str, str] | None = None, session: str, round_no: int, now: float,
-               mode: str = "contiguous", seed: int = 0, style: str = "auto") -> RoundPlan:
+               mode: str = "contiguous", seed: int = 0, style: str = "auto", block_prefix: int | None = None,
+               block_prefix6: int | None = None) -> RoundPlan:
     """Decide what each available host scans in this round; updates ``state`` (see the module docstring).
 
     ``weights``: every scanner host of the play -> capacity; ``available``: the hosts that may get work
@@ -93,7 +94,7 @@ def plan_round(state: RunState, *, weights: Mapping[str, Any], available: Iterab
             raise ScanfleetError(
                 f"run {state.run_id}: {_n(todo.size, 'address')} left to scan ({todo.describe()}) but no scanner "
                 f"host is available ({why}); bring a scanner back and re-run the same command to resume")
-        shards = _shard(todo, usable, mode=mode, seed=seed)
+        shards = _shard(todo, usable, mode=mode, seed=seed, block_prefix=block_prefix, block_prefix6=block_prefix6)
         for host in sorted(shards):
             for family in FAMILIES:
                 part = IntervalSet.from_family(family, shards[host].intervals(family))
@@ -159,9 +160,14 @@ def build_plan(*, targets: Sequence[str], targets_files: Sequence[str] = (), exc
 
 def plan_run(*, results: str | Path, run_id: str, plan: TargetPlan, options: Sequence[str],
              weights: Mapping[str, Any], available: Sequence[str], unavailable: Mapping[str, str],
-             session: str, round_no: int, mode: str = "contiguous", seed: int = 0,
+             session: str, round_no: int, mode: str = "contiguous", seed: int = 0, style: str = "auto",
+             block_prefix: int | None = None, block_prefix6: int | None = None,
              write: bool = True, now: float | None = None) -> dict[str, Any]:
-    """Open (or resume) the run and plan one round; write state.json and the shards' -iL files."""
+    """Open (or resume) the run and plan one round; write state.json and the shards' -iL files.
+
+    The shards' files are ``RESULTS/RUN_ID/shards/NNN-HOST.targets`` (nmap ``-iL``, lines in STYLE, see
+    :func:`scanfleet.intervals.render_lines`); BLOCK_PREFIX/BLOCK_PREFIX6 as in :func:`scanfleet.shards.shard`.
+    """
     now = time.time() if now is None else now
     results = Path(results)
     full, _ = run_fingerprints(plan.addresses, options)
@@ -178,7 +184,8 @@ def plan_run(*, results: str | Path, run_id: str, plan: TargetPlan, options: Seq
         state.event(session, f"{host} {why}: gets no more of the targets in this run", now)
     current["unavailable"] = {**current["unavailable"], **newly}
     rp = plan_round(state, weights=weights, available=available, unavailable=unavailable, session=session,
-                    round_no=round_no, now=now, mode=mode, seed=seed)
+                    round_no=round_no, now=now, mode=mode, seed=seed, style=style, block_prefix=block_prefix,
+                    block_prefix6=block_prefix6)
     directory = run_dir(results, run_id)
     changed = bool(rp.new or rp.lost) or not resumed
     if write and changed:

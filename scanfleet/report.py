@@ -51,7 +51,7 @@ def _events(merged_xml: Path) -> Iterator[ET.Element]:
     try:
         f = open(merged_xml, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
-        raise ScanfleetError(f"{merged_xml}: cannot read it ({exc.strerror}); run scanfleet merge first"
+        raise ScanfleetError(f"{merged_xml}: cannot read it ({exc.strerror}); run scanfleet merge shards first"
                              ) from None
     with f:
         root = None
@@ -71,7 +71,7 @@ def _events(merged_xml: Path) -> Iterator[ET.Element]:
                     assert root is not None
                     root.clear()
         except ET.ParseError as exc:
-            raise ScanfleetError(f"{merged_xml}: not well-formed XML ({exc}); run scanfleet merge again"
+            raise ScanfleetError(f"{merged_xml}: not well-formed XML ({exc}); run scanfleet merge shards again"
                                  ) from None
 
 
@@ -248,11 +248,11 @@ def load_summary(out_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ScanfleetError(f"{path}: not found; run scanfleet merge --out {out_dir} first") from None
+        raise ScanfleetError(f"{path}: not found; run scanfleet merge shards --out {out_dir} first") from None
     except (OSError, ValueError) as exc:
-        raise ScanfleetError(f"{path}: unreadable ({exc}); run scanfleet merge again") from None
+        raise ScanfleetError(f"{path}: unreadable ({exc}); run scanfleet merge shards again") from None
     if not isinstance(data, dict) or "hosts" not in data or "shards" not in data:
-        raise ScanfleetError(f"{path}: not a scanfleet summary; run scanfleet merge again")
+        raise ScanfleetError(f"{path}: not a scanfleet summary; run scanfleet merge shards again")
     return data
 
 
@@ -463,10 +463,36 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0 if summary.get("exit") == "success" else 1
 
 
+def status_lines(status: Mapping[str, Any]) -> list[str]:
+    """``scanfleet run status`` as text, from :func:`scanfleet.collect.run_status`."""
+    lines = [f"run {status['run_id']} (fingerprint {status['fingerprint'][:12]}): "
+             f"{_n(status['total'], 'target address')}, {_n(status['rounds'], 'round')} in "
+             f"{_n(status['sessions'], 'session')}; options: {' '.join(status['options']) or 'none'}",
+             status["coverage"],
+             f"covered {status['covered']}, missing {status['missing']}, total {status['total']}, "
+             f"duplicates {status['duplicates']}: {'complete' if status['complete'] else 'not complete'}"]
+    counts: dict[str, int] = {}
+    for attempt in status["attempts"]:
+        counts[attempt["status"]] = counts.get(attempt["status"], 0) + 1
+    lines.append("attempts: " + (", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s)) or "none"))
+    for a in status["attempts"]:
+        took = f"{a['elapsed']:.1f} s" if a["elapsed"] is not None else "-"
+        lines.append(f"  {a['id']}: {a['status']} on {a['host']}, round {a['round']}, IPv{a['family']}, "
+                     f"{_n(a['size'], 'address')}, {took}"
+                     + (f", {a['outcome']}" if a["outcome"] and a["outcome"] != "finished" else "")
+                     + (f" ({a['detail']})" if a["detail"] else ""))
+    report = status.get("report")
+    lines.append(f"report: {MERGED} of {', '.join(report['inputs'])}" if report else "report: none yet")
+    return lines
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``merge`` and ``summary`` subcommands (called by scanfleet.cli)."""
-    p = sub.add_parser(
-        "merge", help="merge the shards' nmap XML into one report",
+    """Add ``scanfleet merge shards|summary`` (called by scanfleet.cli)."""
+    parser = sub.add_parser("merge", help="merge the shards' nmap XML into one report; print its summary",
+                            description="Merge the shards' nmap XML into one report; print its summary.")
+    actions = parser.add_subparsers(dest="merge_command", required=True)
+    p = actions.add_parser(
+        "shards", help="merge the shards' nmap XML into one report",
         description="Merge the nmap XML outputs of the shards (one FILE per shard; the shard name is "
                     "the file's parent directory unless --label NAME=FILE) into DIR/merged.xml, and "
                     "write merged.json, merged.csv, merged.html (when xsltproc and nmap.xsl exist) and "
@@ -481,8 +507,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="*", type=Path, metavar="FILE", help="nmap XML output of one shard")
     p.set_defaults(func=_cmd_merge)
 
-    p = sub.add_parser("summary", help="print the summary of a merge again",
-                       description="Print the summary of the merge written in DIR by scanfleet merge.")
-    p.add_argument("dir", metavar="DIR", help="the --out directory of scanfleet merge")
+    p = actions.add_parser("summary", help="print the summary of a merge again",
+                           description="Print the summary of the merge written in DIR by scanfleet merge shards.")
+    p.add_argument("dir", metavar="DIR", help="the --out directory of scanfleet merge shards")
     p.add_argument("--json", action="store_true", help="print summary.json instead of text")
     p.set_defaults(func=_cmd_summary)

@@ -34,10 +34,7 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import socket
-import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -49,7 +46,6 @@ from scanfleet.intervals import (
     EMPTY,
     IPV4,
     IPV6,
-    RENDER_STYLES,
     BadInput,
     Interval,
     IntervalSet,
@@ -60,10 +56,8 @@ from scanfleet.intervals import (
     parse_ipv6,
     parse_single_address,
     range_text,
-    render_lines,
     union_all,
 )
-from scanfleet.shards import block_prefixes, shard
 
 Resolver = Callable[[str], Iterable[str]] | Mapping[str, Iterable[str]]
 
@@ -71,9 +65,6 @@ Resolver = Callable[[str], Iterable[str]] | Mapping[str, Iterable[str]]
 # intervals it is almost certainly a mistake (and slow): ask for CIDRs instead.
 MAX_OCTET_INTERVALS = 1 << 18
 
-# File name suffix of an nmap -iL file written for one scanner host.
-TARGETS_SUFFIX = ".targets"
-PLAN_FILE = "plan.json"
 
 _DOTTED_QUAD = re.compile(r"[0-9]+(?:\.[0-9]+){3}")
 _NUMERIC_IPV4 = re.compile(r"[0-9.*\-]+")
@@ -574,7 +565,7 @@ def parse_scanner(text: str) -> Scanner:
     return Scanner(name, weight, addresses)
 
 
-def _gather(args: argparse.Namespace, resolver: Resolver | None) -> tuple[TargetPlan, list[Scanner]]:
+def gather_inputs(args: argparse.Namespace, resolver: Resolver | None) -> tuple[TargetPlan, list[Scanner]]:
     targets = parse_targets(args.target, resolver=resolver, origin="--target")
     for path in args.targets_file:
         targets += parse_targets_file(path, resolver=resolver)
@@ -604,7 +595,7 @@ def _gather(args: argparse.Namespace, resolver: Resolver | None) -> tuple[Target
     return plan, scanners
 
 
-def _add_inputs(parser: argparse.ArgumentParser) -> None:
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", action="extend", nargs="+", default=[], metavar="T",
                         help="target expressions (address, CIDR, range, hostname; comma lists ok)")
     parser.add_argument("--targets-file", action="extend", nargs="+", default=[], metavar="F",
@@ -628,129 +619,19 @@ def _counts(addresses: IntervalSet) -> str:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    plan, _ = _gather(args, system_resolver)
+    plan, _ = gather_inputs(args, system_resolver)
     print(f"{plan.addresses.size} addresses to scan ({_counts(plan.addresses)}) "
           f"from {len(plan.targets)} targets, all within scope")
     print(f"fingerprint {plan.fingerprint(args.extra)}")
     return 0
 
 
-def write_plan_dir(out: Path, files: Mapping[str, str], *, marker: str = PLAN_FILE) -> None:
-    """Write FILES (name -> text) as directory OUT, replacing a previous plan directory.
-
-    The files are written into a temporary sibling directory which is then renamed to OUT.  An
-    existing OUT must be a plan directory (holding MARKER) or empty; it is renamed aside first
-    and removed afterwards, so OUT is never seen half written (it is briefly absent).
-    """
-    out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise ScanfleetError(f"--out {str(out)!r} exists and is not a directory; choose another path")
-        if any(out.iterdir()) and not (out / marker).is_file():
-            raise ScanfleetError(f"--out {str(out)!r} exists and is not a plan directory (no {marker}); "
-                                 "choose another path or empty it")
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    except OSError as exc:
-        raise ScanfleetError(f"cannot create {str(parent)!r}: {exc.strerror or exc}; check --out") from None
-    old: Path | None = None
-    try:
-        for name, text in files.items():
-            (tmp / name).write_text(text, encoding="utf-8")
-        # make the contents durable before the rename publishes them (one fsync per file after
-        # writing them all costs a third of fsyncing each as it is written)
-        for name in (*files, "."):
-            fd = os.open(tmp / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
-            os.rename(out, old / "plan")
-        os.rename(tmp, out)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not out.exists() and (old / "plan").exists():
-            os.rename(old / "plan", out)
-        raise ScanfleetError(f"cannot write plan directory {str(out)!r}: {exc.strerror or exc}") from None
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _weight_text(weight: Fraction) -> str:
-    return str(weight.numerator) if weight.denominator == 1 else str(float(weight))
-
-
-def _cmd_plan(args: argparse.Namespace) -> int:
-    plan, scanners = _gather(args, system_resolver)
-    if not scanners:
-        raise ScanfleetError("no scanners given; pass --scanner NAME=WEIGHT[@ADDR] for each scanner host")
-    hosts = {s.name: s.weight for s in scanners}
-    shards = shard(plan.addresses, hosts, mode=args.mode, seed=args.seed,
-                   block_prefix=args.block_prefix, block_prefix6=args.block_prefix6)
-    files: dict[str, str] = {}
-    summary: dict[str, dict[str, object]] = {}
-    for host in sorted(shards):
-        lines = render_lines(shards[host], args.format)
-        name = f"{host}{TARGETS_SUFFIX}"
-        files[name] = "".join(f"{line}\n" for line in lines)
-        summary[host] = {
-            "addresses": shards[host].size,
-            "lines": len(lines),
-            "file": name,
-            "weight": _weight_text(hosts[host]),
-            "ipv4": shards[host].family_size(IPV4),
-            "ipv6": shards[host].family_size(IPV6),
-        }
-    document: dict[str, object] = {
-        "fingerprint": plan.fingerprint(args.extra),
-        "total": plan.addresses.size,
-        "mode": args.mode,
-        "seed": args.seed,
-        "format": args.format,
-        "scanners_excluded": [range_text(f, lo, hi) for f, lo, hi in plan.scanner_addresses.ranges()],
-        "resolved": plan.resolved(),
-        "shards": summary,
-    }
-    if args.mode == "interleaved":
-        prefixes = block_prefixes(plan.addresses, args.block_prefix, args.block_prefix6)
-        document["block_prefix"] = {f"ipv{f}": p for f, p in prefixes.items()}
-    files[PLAN_FILE] = json.dumps(document, indent=2, sort_keys=True) + "\n"
-    write_plan_dir(Path(args.out), files)
-    print(f"{plan.addresses.size} addresses ({_counts(plan.addresses)}) in {len(shards)} shards "
-          f"({args.mode}, seed {args.seed}) -> {args.out}")
-    print(f"fingerprint {document['fingerprint']}")
-    empty = [h for h, s in shards.items() if not s]
-    if empty:
-        print(f"note: {len(empty)} shard(s) empty (weight 0 or fewer addresses than hosts): "
-              f"{', '.join(sorted(empty))}", file=sys.stderr)
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``scanfleet targets check|plan``."""
-    parser = sub.add_parser("targets", help="parse targets, check the scope, shard between scanners",
+    """Add ``scanfleet targets check`` (sharding and planning: ``scanfleet run plan``)."""
+    parser = sub.add_parser("targets", help="parse targets and check them against the scope",
                             description=__doc__.splitlines()[0])
     actions = parser.add_subparsers(dest="targets_command", required=True)
 
     check = actions.add_parser("check", help="parse targets, check them against the scope, print the count")
-    _add_inputs(check)
+    add_input_arguments(check)
     check.set_defaults(func=_cmd_check)
-
-    plan = actions.add_parser("plan", help="shard the targets between scanners; write nmap -iL files")
-    _add_inputs(plan)
-    plan.add_argument("--mode", choices=("contiguous", "interleaved"), default="contiguous")
-    plan.add_argument("--seed", type=int, default=0, help="seed of the interleaved order")
-    plan.add_argument("--block-prefix", type=int, default=28, metavar="N",
-                      help="interleaved IPv4 block size as a prefix length (default 28; grows if needed)")
-    plan.add_argument("--block-prefix6", type=int, default=124, metavar="N",
-                      help="interleaved IPv6 block size as a prefix length (default 124)")
-    plan.add_argument("--format", choices=RENDER_STYLES, default="auto",
-                      help="-iL lines: CIDRs, nmap octet ranges, or whichever is shorter (default)")
-    plan.add_argument("--out", required=True, metavar="DIR", help="directory for HOST.targets and plan.json")
-    plan.set_defaults(func=_cmd_plan)

@@ -550,7 +550,7 @@ def test_html_report_is_produced(reports):
 
 def test_cli_merge_then_summary(tmp_path, capsys):
     out_dir = tmp_path / "out"
-    rc = cli.main(["merge", "--out", str(out_dir), "--label", f"web={SHARD_B}",
+    rc = cli.main(["merge", "shards", "--out", str(out_dir), "--label", f"web={SHARD_B}",
                    *map(str, [SHARD_A, SHARD_B, SHARD_C])])
     printed = capsys.readouterr().out
     assert rc == 0
@@ -562,13 +562,13 @@ def test_cli_merge_then_summary(tmp_path, capsys):
     assert [s["label"] for s in summary["shards"]] == ["shard-a", "web", "shard-c"]
     if DTD is not None and shutil.which("xmllint"):
         assert summary["validated"] is True
-    assert cli.main(["summary", str(out_dir)]) == 0
+    assert cli.main(["merge", "summary", str(out_dir)]) == 0
     assert capsys.readouterr().out == printed
     assert "web" in printed and "hosts:" in printed
 
 
 def test_cli_merge_with_truncated_shard_exits_1(tmp_path, capsys):
-    rc = cli.main(["merge", "--out", str(tmp_path / "out"), str(SHARD_A), str(KILLED)])
+    rc = cli.main(["merge", "shards", "--out", str(tmp_path / "out"), str(SHARD_A), str(KILLED)])
     printed = capsys.readouterr().out
     assert rc == 1
     for addr in (address(h) for h in complete_hosts(KILLED)):
@@ -579,12 +579,12 @@ def test_cli_bad_input_exits_2_naming_the_file(tmp_path, capsys):
     bad = tmp_path / "shard-x" / "scan.xml"
     bad.parent.mkdir()
     bad.write_text("Nmap scan report for 127.0.0.1\n")
-    rc = cli.main(["merge", "--out", str(tmp_path / "out"), str(SHARD_A), str(bad)])
+    rc = cli.main(["merge", "shards", "--out", str(tmp_path / "out"), str(SHARD_A), str(bad)])
     err = capsys.readouterr().err
     assert rc == 2
     assert str(bad) in err and "error" in err
     assert not (tmp_path / "out" / "merged.xml").exists()
-    assert cli.main(["summary", str(tmp_path / "out")]) == 2
+    assert cli.main(["merge", "summary", str(tmp_path / "out")]) == 2
     assert "summary.json" in capsys.readouterr().err
 
 

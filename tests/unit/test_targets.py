@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scanfleet import ScanfleetError, cli
+from scanfleet import ScanfleetError, cli, runcli
 from scanfleet import targets as tg
 from scanfleet.intervals import IPV4, IPV6, IntervalSet, render_lines, union_all
 from scanfleet.targets import (
@@ -599,6 +599,7 @@ def test_parse_scanner_errors(text, fragment):
 @pytest.fixture
 def fake_system_dns(monkeypatch):
     monkeypatch.setattr(tg, "system_resolver", lambda name: DNS[name])
+    monkeypatch.setattr(runcli, "system_resolver", lambda name: DNS[name])
 
 
 def run_cli(argv, capsys):
@@ -627,81 +628,111 @@ def test_cli_requires_a_scope(capsys):
     assert code == 2 and "no scope given" in err
 
 
-def read_plan_dir(out: Path) -> tuple[dict, dict[str, IntervalSet]]:
-    plan = json.loads((out / "plan.json").read_text())
-    shards = {host: tg.load_targets_file(out / info["file"]) for host, info in plan["shards"].items()}
-    return plan, shards
+def read_run(results: Path, result: dict) -> tuple[dict, dict[str, IntervalSet]]:
+    """state.json of a run planned by scanfleet run plan, and each host's addresses from its -iL files."""
+    state = json.loads((results / result["run_id"] / "state.json").read_text())
+    shards: dict[str, IntervalSet] = {}
+    for attempt in state["attempts"]:
+        path = results / result["run_id"] / "shards" / f"{attempt['id']}.targets"
+        assert path.read_text().splitlines() == attempt["lines"]
+        shards[attempt["host"]] = shards.get(attempt["host"], IntervalSet()) | tg.load_targets_file(path)
+    return state, shards
+
+
+def run_plan(argv, capsys) -> tuple[int, dict, str]:
+    code, out, err = run_cli(["run", "plan", *argv, "--json"], capsys)
+    return code, json.loads(out) if code == 0 else {}, err
 
 
 @pytest.mark.parametrize("mode", ["contiguous", "interleaved"])
-def test_cli_plan_writes_shards_and_plan_json(tmp_path, capsys, fake_system_dns, mode):
-    out = tmp_path / "plan"
-    argv = ["targets", "plan", "--targets-file", str(FIXTURES / "targets.txt"),
+def test_cli_run_plan_writes_state_and_shards(tmp_path, capsys, fake_system_dns, mode):
+    results = tmp_path / "results"
+    argv = ["--targets-file", str(FIXTURES / "targets.txt"),
             "--exclude-file", str(FIXTURES / "exclude.txt"), "--scope-file", str(FIXTURES / "scope.txt"),
             "--scanner", "b=0.5@10.0.0.200", "a=1@10.0.0.100", "idle=0", "--mode", mode, "--seed", "7",
-            "--out", str(out)]
-    code, stdout, err = run_cli(argv, capsys)
+            "--results", str(results)]
+    code, result, err = run_plan(argv, capsys)
     assert code == 0, err
-    plan, shards = read_plan_dir(out)
+    state, shards = read_run(results, result)
     # targets.txt minus exclude.txt (10.0.0.1, 10.0.1.10-20, 2001:db8::3) minus the scanners
     expected = iset("10.0.0.0", ("10.0.0.2", "10.0.0.99"), ("10.0.0.101", "10.0.0.199"),
                     ("10.0.0.201", "10.0.0.255"), ("10.0.1.5", "10.0.1.9"), ("10.0.2.1", "10.0.2.3"),
                     ("2001:db8::", "2001:db8::2"), "2001:db8::80")
-    assert plan["total"] == expected.size == 265
-    assert (plan["mode"], plan["seed"]) == (mode, 7)
-    assert sorted(plan["shards"]) == ["a", "b", "idle"]
+    assert result["total"] == state["total"] == expected.size == 265
+    assert result["run_id"] == "scan-" + result["fingerprint"][:12] and not result["resumed"]
+    assert sorted(result["assignments"]) == ["a", "b", "idle"] and result["assignments"]["idle"] == []
     # 265 * 2/3 = 176.67 and 265 * 1/3 = 88.33: the leftover address goes to the larger remainder (a)
-    assert {h: info["addresses"] for h, info in plan["shards"].items()} == {"a": 177, "b": 88, "idle": 0}
+    sizes = {h: sum(a["size"] for a in attempts) for h, attempts in result["assignments"].items()}
+    assert sizes == {"a": 177, "b": 88, "idle": 0}
     assert union_all(shards.values()) == expected
-    assert shards["a"].isdisjoint(shards["b"]) and not shards["idle"]
-    for host, info in plan["shards"].items():
-        assert info["addresses"] == shards[host].size
-        assert info["lines"] == len((out / info["file"]).read_text().splitlines())
-    assert {h: info["weight"] for h, info in plan["shards"].items()} == {"a": "1", "b": "0.5", "idle": "0"}
-    assert plan["resolved"] == {"www.example.test": ["10.0.0.80", "2001:db8::80"]}
-    assert plan["scanners_excluded"] == ["10.0.0.100", "10.0.0.200"]
-    assert plan["fingerprint"] in stdout
-    assert "idle" in err  # the empty shard is reported
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan"]  # no temp dirs left behind
+    assert shards["a"].isdisjoint(shards["b"]) and "idle" not in shards
+    assert result["resolved"] == {"www.example.test": ["10.0.0.80", "2001:db8::80"]}
+    assert result["scanners_excluded"] == "10.0.0.100, 10.0.0.200"
+    assert "round 1: no addresses for idle (empty shard): skipped" in result["notes"]
+    assert sorted(p.name for p in (results / result["run_id"]).iterdir()) == ["shards", "state.json"]
 
 
-def test_cli_plan_fingerprint_matches_check_and_ignores_sharding(tmp_path, capsys):
-    common = ["--target", "10.0.0.0/24", "--scope", "10.0.0.0/8", "--extra", "ports=80", "options=-sV"]
-    _, out, _ = run_cli(["targets", "check", *common], capsys)
-    check_fp = out.split("fingerprint ")[1].strip()
+def test_cli_run_plan_fingerprint_ignores_sharding_but_not_options(tmp_path, capsys):
+    common = ["--target", "10.0.0.0/24", "--scope", "10.0.0.0/8", "--scanner", "a=1", "b=1"]
     prints = set()
     for mode, seed in (("contiguous", "0"), ("interleaved", "3")):
-        run_cli(["targets", "plan", *common, "--scanner", "a=1", "b=1", "--mode", mode, "--seed", seed,
-                 "--out", str(tmp_path / mode)], capsys)
-        prints.add(json.loads((tmp_path / mode / "plan.json").read_text())["fingerprint"])
-    assert prints == {check_fp}
-    _, out, _ = run_cli(["targets", "check", *common[:-2], "ports=443", "options=-sV"], capsys)
-    assert check_fp not in out
+        code, result, err = run_plan([*common, "--extra", "ports=80", "options=-sV", "--mode", mode, "--seed", seed,
+                                      "--results", str(tmp_path / mode)], capsys)
+        assert code == 0, err
+        prints.add(result["fingerprint"])
+    assert len(prints) == 1
+    _, other, _ = run_plan([*common, "--extra", "ports=443", "options=-sV", "--results", str(tmp_path / "o")], capsys)
+    assert other["fingerprint"] not in prints
 
 
-def test_cli_plan_replaces_a_previous_plan_but_not_a_foreign_directory(tmp_path, capsys):
-    out = tmp_path / "plan"
-    base = ["targets", "plan", "--target", "10.0.0.0/28", "--scope", "10.0.0.0/8", "--out", str(out)]
-    assert run_cli([*base, "--scanner", "a=1", "b=1", "c=1"], capsys)[0] == 0
-    assert (out / "c.targets").exists()
-    assert run_cli([*base, "--scanner", "a=1", "b=1"], capsys)[0] == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.targets", "b.targets", "plan.json"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan"]
+def test_cli_run_plan_resumes_the_same_run_and_refuses_other_targets(tmp_path, capsys):
+    base = ["--target", "10.0.0.0/28", "--scope", "10.0.0.0/8", "--results", str(tmp_path), "--run-id", "r1"]
+    code, first, _ = run_plan([*base, "--scanner", "a=1", "b=1", "c=1"], capsys)
+    assert code == 0 and first["new"] == ["001-a", "002-b", "003-c"]
+    before = (tmp_path / "r1" / "state.json").read_text()
+    code, again, _ = run_plan([*base, "--scanner", "a=1", "b=1", "c=1"], capsys)
+    assert code == 0 and again["resumed"] and again["new"] == [] and not again["changed"]
+    assert again["reattached"] == ["001-a", "002-b", "003-c"]
+    assert (tmp_path / "r1" / "state.json").read_text() == before
+    code, without_c, _ = run_plan([*base, "--scanner", "a=1", "b=1"], capsys)  # c's shard goes to a and b
+    assert code == 0 and without_c["lost"] == ["003-c"] and without_c["new"] == ["004-a", "005-b"]
+    code, _, err = run_cli(["run", "plan", *base[:1], "10.0.1.0/28", *base[2:], "--scanner", "a=1"], capsys)
+    assert code == 2 and "belongs to a different target set" in err
     foreign = tmp_path / "home"
     foreign.mkdir()
-    (foreign / "notes.txt").write_text("keep me")
-    code, _, err = run_cli([*base[:-1], str(foreign), "--scanner", "a=1"], capsys)
-    assert code == 2 and "is not a plan directory" in err
-    assert (foreign / "notes.txt").read_text() == "keep me"
+    (foreign / "state.json").write_text("{}")
+    code, _, err = run_cli(["run", "plan", *base[:-1], "home", "--scanner", "a=1"], capsys)
+    assert code == 2 and "not a scanfleet run state" in err
+    assert (foreign / "state.json").read_text() == "{}"
+
+
+def test_cli_run_status_shows_state_and_coverage(tmp_path, capsys):
+    run_plan(["--target", "10.0.0.0/30", "2001:db8::/127", "--scope", "10.0.0.0/8", "2001:db8::/32",
+              "--scanner", "a=1", "--results", str(tmp_path), "--run-id", "r1"], capsys)
+    code, out, err = run_cli(["run", "status", str(tmp_path / "r1")], capsys)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].startswith("run r1 (fingerprint ") and "6 target addresses, 1 round in 1 session" in lines[0]
+    assert lines[2] == "covered 0, missing 6, total 6, duplicates 0: not complete"
+    assert lines[3:6] == ["attempts: 2 assigned",
+                          "  001-a: assigned on a, round 1, IPv4, 4 addresses, -",
+                          "  002-a: assigned on a, round 1, IPv6, 2 addresses, -"]
+    code, out, _ = run_cli(["run", "status", "--json", str(tmp_path / "r1")], capsys)
+    status = json.loads(out)
+    assert (status["covered"], status["missing"], status["total"], status["duplicates"]) == (0, 6, 6, 0)
+    assert [(a["id"], a["host"], a["status"]) for a in status["attempts"]] == [("001-a", "a", "assigned"),
+                                                                              ("002-a", "a", "assigned")]
+    code, _, err = run_cli(["run", "status", str(tmp_path)], capsys)
+    assert code == 2 and "no such run state" in err
 
 
 @pytest.mark.parametrize(("extra_args", "fragment"), [
     ([], "no scanners given"),
     (["--scanner", "a=1", "a=2"], "--scanner given twice for a"),
-    (["--scanner", "a=0"], "every scanner weight is 0"),
+    (["--scanner", "a=0"], "no scanner host is available (a: capacity 0)"),
 ])
-def test_cli_plan_scanner_errors(tmp_path, capsys, extra_args, fragment):
-    code, _, err = run_cli(["targets", "plan", "--target", "10.0.0.0/28", "--scope", "10.0.0.0/8",
-                            "--out", str(tmp_path / "p"), *extra_args], capsys)
+def test_cli_run_plan_scanner_errors(tmp_path, capsys, extra_args, fragment):
+    code, _, err = run_cli(["run", "plan", "--target", "10.0.0.0/28", "--scope", "10.0.0.0/8",
+                            "--results", str(tmp_path / "p"), *extra_args], capsys)
     assert code == 2 and fragment in err
     assert not (tmp_path / "p").exists()
