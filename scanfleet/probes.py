@@ -820,6 +820,191 @@ def _insertion_point(probe: Probe) -> int:
     return last + 1
 
 
+def _base_file(stock: str | ProbesFile, stock_path: str) -> tuple[ProbesFile, int]:
+    """STOCK parsed, with the blocks of an earlier merge removed; and how many blocks were removed."""
+    if isinstance(stock, ProbesFile) and not any(ln.text.startswith(MARKER) for ln in stock.lines()):
+        return stock, 0  # already parsed, and nothing of an earlier merge to remove
+    if isinstance(stock, ProbesFile):
+        stock_path = stock.path
+        pairs = [(line.text, line.origin) for line in stock.lines()]
+    else:
+        pairs = _number(stock, stock_path)
+    pairs, removed = _unmerge_pairs(pairs)
+    return _parse_pairs(pairs, stock_path), removed
+
+
+def _check_existing_probe(ref: ProbeLine, section: RuleSection, target: Probe | _NewProbe) -> None:
+    """A rule section naming a probe that exists (in the stock file or new): same probe string, no
+    directives."""
+    existing = target.line if isinstance(target, Probe) else target.section.probe
+    assert existing is not None
+    if existing.payload_bytes != ref.payload_bytes:
+        string = f"q{existing.delimiter}{existing.payload}{existing.delimiter}"
+        raise _fail(ref.origin, f"probe {ref.label} already exists at {existing.origin} "
+                                f"with probe string {string}: to add rules to it write "
+                                f"'Probe {ref.label}' alone; for a new probe pick "
+                                "another name")
+    if section.directives:
+        raise _fail(section.directives[0].origin,
+                    f"directive for existing probe {ref.label} (defined at "
+                    f"{existing.origin}): only the section that defines a new probe may "
+                    "have directives")
+
+
+def _section_target(base: ProbesFile, index: dict[tuple[str, str], Probe | _NewProbe],
+                    new_probes: list[_NewProbe], section: RuleSection, rf: RuleFile) -> tuple[str, str]:
+    """The key of the probe whose rules SECTION adds to; a section defining a new probe registers it."""
+    ref = section.probe
+    if ref is None:
+        if base.null_probe is None:
+            raise _fail(section.matches[0].origin, "rules before any Probe line belong to the NULL "
+                                                   f"probe, but {base.path} has none")
+        return base.null_probe.key
+    target = index.get(ref.key)
+    if ref.payload is None:
+        if target is None:
+            raise _fail(ref.origin, f"no probe {ref.label} in {base.path} to add rules to: "
+                                    + _similar_probes(ref.name, ref.protocol, index))
+    elif target is None:
+        if ref.is_null:
+            raise _fail(ref.origin, f"new probe {ref.label} has an empty probe string: nmap "
+                                    "allows only one NULL probe (put NULL rules before any "
+                                    "Probe line)")
+        new = _NewProbe(section, rf)
+        index[ref.key] = new
+        new_probes.append(new)
+    else:
+        _check_existing_probe(ref, section, target)
+    return ref.key
+
+
+def _resolve_sections(base: ProbesFile, rules: Sequence[RuleFile]
+                      ) -> tuple[list[_NewProbe], dict[tuple[str, str], dict[str, list[Line]]]]:
+    """Resolve every rule section to its target probe: the new probes, and per target probe the rule
+    lines of each rule file."""
+    index: dict[tuple[str, str], Probe | _NewProbe] = {p.key: p for p in base.probes}
+    new_probes: list[_NewProbe] = []
+    blocks: dict[tuple[str, str], dict[str, list[Line]]] = {}  # target -> rule file -> its rule lines
+    for rf in rules:
+        for section in rf.sections:
+            if section.probe is None and not section.matches:
+                continue
+            key = _section_target(base, index, new_probes, section, rf)
+            if section.matches:
+                blocks.setdefault(key, {}).setdefault(rf.path, []).extend(section.matches)
+    return new_probes, blocks
+
+
+def _comment(text: str, origin: Origin = GENERATED) -> Line:
+    return Line(text, origin, "comment")
+
+
+def _directive(name: str, value: int, origin: Origin) -> Line:
+    return Line(f"{name} {value}\n", origin, "directive", Directive(name, str(value), origin))
+
+
+@dataclass
+class _Output:
+    """The merged file being written: its lines, the rule blocks still to place, and the stats."""
+
+    stats: MergeStats
+    blocks: dict[tuple[str, str], dict[str, list[Line]]]
+    names: dict[str, str]  # rule file path -> its name
+    options: dict[str, int | None]  # totalwaitms / tcpwrappedms to set
+    lines: list[Line] = field(default_factory=list)
+
+    def block(self, label: str, body: Iterable[Line], was: Iterable[Line] = ()) -> None:
+        """A marked block: BODY, and the stock lines it replaces (WAS) as comments."""
+        self.lines.append(_comment(f"{MARK_BEGIN}{label}\n"))
+        for line in was:
+            text = line.text if line.text.endswith("\n") else line.text + "\n"
+            self.lines.append(_comment(MARK_WAS + text, line.origin))
+        self.lines.extend(body)
+        self.lines.append(_comment(MARK_END + "\n"))
+
+    def rules(self, key: tuple[str, str]) -> None:
+        """The rule blocks of probe KEY, one per rule file."""
+        for path, lines in self.blocks.get(key, {}).items():
+            self.block(f"rules from {self.names[path]}", lines)
+            self.stats.rules_added += len(lines)
+            label = f"{key[0]} {key[1]}"
+            self.stats.rules_per_probe[label] = self.stats.rules_per_probe.get(label, 0) + len(lines)
+
+    def count(self, name: str) -> None:
+        setattr(self.stats, f"{name}_changed", getattr(self.stats, f"{name}_changed") + 1)
+
+
+def _emit_preamble(out: _Output, base: ProbesFile, drop_exclude: bool) -> None:
+    for line in base.preamble:
+        if line.kind == "exclude" and drop_exclude:
+            out.block("option drop_exclude", (), [line])
+            out.stats.exclude_dropped = True
+        else:
+            out.lines.append(line)
+
+
+def _emit_missing_options(out: _Output, probe: Probe) -> None:
+    """Options for a probe lacking the directive (right after its Probe line's directives)."""
+    for name, value in out.options.items():
+        # nmap uses tcpwrappedms for the NULL probe only.
+        if value is None or probe.directive(name) is not None or \
+                (name == "tcpwrappedms" and not probe.is_null):
+            continue
+        if probe.effective_waitms(name) != value:
+            out.block(f"option {name}", [_directive(name, value, Origin(
+                GENERATED.path, 0, f"{name} option for probe {probe.label}"))])
+            out.count(name)
+
+
+def _emit_stock_probe(out: _Output, probe: Probe) -> None:
+    """A stock probe: after its Probe line's directives the missing options, then the rule blocks ahead
+    of the stock rules; a directive an option sets is replaced (the stock line kept as a comment)."""
+    out.lines.append(probe.header)
+    point = _insertion_point(probe)
+    for i, line in enumerate([*probe.body, None]):
+        if i == point:
+            _emit_missing_options(out, probe)
+            out.rules(probe.key)
+        if line is None:
+            break
+        item = line.item
+        if isinstance(item, Directive) and out.options.get(item.name) is not None:
+            value = out.options[item.name]
+            assert value is not None
+            if _c_strtol(item.value) != value:
+                out.block(f"option {item.name}", [_directive(item.name, value, Origin(
+                    line.origin.path, line.origin.line, f"value set by the {item.name} option"))], [line])
+                out.count(item.name)
+                continue
+        out.lines.append(line)
+
+
+def _emit_new_probe(out: _Output, new: _NewProbe) -> None:
+    """A new probe from a rule file, its directives set by the options, then its rules."""
+    ref = new.section.probe
+    assert ref is not None and new.section.header is not None
+    body = [_comment("##############################NEXT PROBE##############################\n"),
+            new.section.header]
+    for ln in new.section.directives:
+        assert isinstance(ln.item, Directive)
+        value = out.options.get(ln.item.name)
+        if value is None or _c_strtol(ln.item.value) == value:
+            body.append(ln)
+        else:
+            body.append(_directive(ln.item.name, value, Origin(
+                ln.origin.path, ln.origin.line, f"value set by the {ln.item.name} option")))
+            out.count(ln.item.name)
+    named = {ln.item.name for ln in new.section.directives if isinstance(ln.item, Directive)}
+    totalwaitms = out.options["totalwaitms"]
+    if totalwaitms not in (None, DEFAULT_TOTALWAITMS) and "totalwaitms" not in named:
+        body.append(_directive("totalwaitms", totalwaitms,
+                               Origin(GENERATED.path, 0, f"totalwaitms option for probe {ref.label}")))
+        out.count("totalwaitms")
+    out.block(f"probe {ref.label} from {new.rule_file.name}", body)
+    out.stats.probes_added.append(ref.label)
+    out.rules(ref.key)
+
+
 def merge(stock: str | ProbesFile, rules: Sequence[RuleFile], *, stock_path: str = "<stock>",
           drop_exclude: bool = False, totalwaitms: int | None = None,
           tcpwrappedms: int | None = None) -> MergeResult:
@@ -829,168 +1014,29 @@ def merge(stock: str | ProbesFile, rules: Sequence[RuleFile], *, stock_path: str
     """
     _check_waitms("totalwaitms", totalwaitms)
     _check_waitms("tcpwrappedms", tcpwrappedms)
-    removed = 0
-    if isinstance(stock, ProbesFile) and not any(ln.text.startswith(MARKER) for ln in stock.lines()):
-        base = stock  # already parsed, and nothing of an earlier merge to remove
-    else:
-        if isinstance(stock, ProbesFile):
-            stock_path = stock.path
-            pairs = [(line.text, line.origin) for line in stock.lines()]
-        else:
-            pairs = _number(stock, stock_path)
-        pairs, removed = _unmerge_pairs(pairs)
-        base = _parse_pairs(pairs, stock_path)
-    stock_path = base.path
+    base, removed = _base_file(stock, stock_path)
     rules = sorted(rules, key=lambda rf: (rf.name, rf.path))
     stats = MergeStats(rule_files=[rf.path for rf in rules], previous_blocks_removed=removed)
-    options = {"totalwaitms": totalwaitms, "tcpwrappedms": tcpwrappedms}
-
-    # Resolve every rule section to its target probe.
-    index: dict[tuple[str, str], Probe | _NewProbe] = {p.key: p for p in base.probes}
-    new_probes: list[_NewProbe] = []
-    blocks: dict[tuple[str, str], dict[str, list[Line]]] = {}  # target -> rule file -> its rule lines
-    null = base.null_probe
-    for rf in rules:
-        for section in rf.sections:
-            ref = section.probe
-            if ref is None:
-                if not section.matches:
-                    continue
-                if null is None:
-                    raise _fail(section.matches[0].origin, "rules before any Probe line belong to the NULL "
-                                                           f"probe, but {stock_path} has none")
-                key = null.key
-            else:
-                key = ref.key
-                target = index.get(key)
-                if ref.payload is None:
-                    if target is None:
-                        raise _fail(ref.origin, f"no probe {ref.label} in {stock_path} to add rules to: "
-                                                + _similar_probes(ref.name, ref.protocol, index))
-                elif target is None:
-                    if ref.is_null:
-                        raise _fail(ref.origin, f"new probe {ref.label} has an empty probe string: nmap "
-                                                "allows only one NULL probe (put NULL rules before any "
-                                                "Probe line)")
-                    new = _NewProbe(section, rf)
-                    index[key] = new
-                    new_probes.append(new)
-                else:
-                    existing = target.line if isinstance(target, Probe) else target.section.probe
-                    assert existing is not None
-                    if existing.payload_bytes != ref.payload_bytes:
-                        string = f"q{existing.delimiter}{existing.payload}{existing.delimiter}"
-                        raise _fail(ref.origin, f"probe {ref.label} already exists at {existing.origin} "
-                                                f"with probe string {string}: to add rules to it write "
-                                                f"'Probe {ref.label}' alone; for a new probe pick "
-                                                "another name")
-                    if section.directives:
-                        raise _fail(section.directives[0].origin,
-                                    f"directive for existing probe {ref.label} (defined at "
-                                    f"{existing.origin}): only the section that defines a new probe may "
-                                    "have directives")
-            if section.matches:
-                blocks.setdefault(key, {}).setdefault(rf.path, []).extend(section.matches)
-
-    out: list[Line] = []
-    names = {rf.path: rf.name for rf in rules}
-
-    def comment(text: str, origin: Origin = GENERATED) -> Line:
-        return Line(text, origin, "comment")
-
-    def directive(name: str, value: int, origin: Origin) -> Line:
-        return Line(f"{name} {value}\n", origin, "directive", Directive(name, str(value), origin))
-
-    def emit_block(label: str, body: Iterable[Line], was: Iterable[Line] = ()) -> None:
-        out.append(comment(f"{MARK_BEGIN}{label}\n"))
-        for line in was:
-            text = line.text if line.text.endswith("\n") else line.text + "\n"
-            out.append(comment(MARK_WAS + text, line.origin))
-        out.extend(body)
-        out.append(comment(MARK_END + "\n"))
-
-    def emit_rules(key: tuple[str, str]) -> None:
-        for path, lines in blocks.get(key, {}).items():
-            emit_block(f"rules from {names[path]}", lines)
-            stats.rules_added += len(lines)
-            label = f"{key[0]} {key[1]}"
-            stats.rules_per_probe[label] = stats.rules_per_probe.get(label, 0) + len(lines)
-
-    def count(name: str) -> None:
-        setattr(stats, f"{name}_changed", getattr(stats, f"{name}_changed") + 1)
-
-    for line in base.preamble:
-        if line.kind == "exclude" and drop_exclude:
-            emit_block("option drop_exclude", (), [line])
-            stats.exclude_dropped = True
-        else:
-            out.append(line)
-
+    new_probes, blocks = _resolve_sections(base, rules)
+    out = _Output(stats, blocks, {rf.path: rf.name for rf in rules},
+                  {"totalwaitms": totalwaitms, "tcpwrappedms": tcpwrappedms})
+    _emit_preamble(out, base, drop_exclude)
     for probe in base.probes:
-        out.append(probe.header)
-        point = _insertion_point(probe)
-        for i, line in enumerate([*probe.body, None]):
-            if i == point:
-                # After the Probe line's directives: options for a probe lacking the directive, then
-                # the rule blocks, ahead of the stock rules.
-                for name, value in options.items():
-                    # nmap uses tcpwrappedms for the NULL probe only.
-                    if value is None or probe.directive(name) is not None or \
-                            (name == "tcpwrappedms" and not probe.is_null):
-                        continue
-                    if probe.effective_waitms(name) != value:
-                        emit_block(f"option {name}", [directive(name, value, Origin(
-                            GENERATED.path, 0, f"{name} option for probe {probe.label}"))])
-                        count(name)
-                emit_rules(probe.key)
-            if line is None:
-                break
-            item = line.item
-            if isinstance(item, Directive) and options.get(item.name) is not None:
-                value = options[item.name]
-                assert value is not None
-                if _c_strtol(item.value) != value:
-                    emit_block(f"option {item.name}", [directive(item.name, value, Origin(
-                        line.origin.path, line.origin.line, f"value set by the {item.name} option"))], [line])
-                    count(item.name)
-                    continue
-            out.append(line)
-
+        _emit_stock_probe(out, probe)
     # New probes go after the last stock probe.  nmap sends a port its probes in file order (first
     # those whose ports/sslports list the port, then the others whose rarity fits the intensity) and
     # stops at the first hard match.  Placed last, a new probe reaches a port it does not list only
     # after every stock probe has failed there, so each such port keeps the stock probe sequence and
     # result.  Inserted earlier, it would run before stock probes everywhere and could take over or
     # change their results (and cost scan time on every port).
-    if new_probes and out and not out[-1].text.endswith("\n"):
-        last = out[-1]
-        out[-1] = Line(last.text + "\n", last.origin, last.kind, last.item)
+    if new_probes and out.lines and not out.lines[-1].text.endswith("\n"):
+        last = out.lines[-1]
+        out.lines[-1] = Line(last.text + "\n", last.origin, last.kind, last.item)
     for new in new_probes:
-        ref = new.section.probe
-        assert ref is not None and new.section.header is not None
-        body = [comment("##############################NEXT PROBE##############################\n"),
-                new.section.header]
-        for ln in new.section.directives:
-            assert isinstance(ln.item, Directive)
-            value = options.get(ln.item.name)
-            if value is None or _c_strtol(ln.item.value) == value:
-                body.append(ln)
-            else:
-                body.append(directive(ln.item.name, value, Origin(
-                    ln.origin.path, ln.origin.line, f"value set by the {ln.item.name} option")))
-                count(ln.item.name)
-        named = {ln.item.name for ln in new.section.directives if isinstance(ln.item, Directive)}
-        if totalwaitms not in (None, DEFAULT_TOTALWAITMS) and "totalwaitms" not in named:
-            body.append(directive("totalwaitms", totalwaitms,
-                                  Origin(GENERATED.path, 0, f"totalwaitms option for probe {ref.label}")))
-            count("totalwaitms")
-        emit_block(f"probe {ref.label} from {new.rule_file.name}", body)
-        stats.probes_added.append(ref.label)
-        emit_rules(ref.key)
-
+        _emit_new_probe(out, new)
     # Assembling the result checks its structure once more (errors name the rule file's path:line).
-    parsed = _assemble(out, stock_path)
-    return MergeResult("".join(ln.text for ln in out), [ln.origin for ln in out], stats, parsed)
+    parsed = _assemble(out.lines, base.path)
+    return MergeResult("".join(ln.text for ln in out.lines), [ln.origin for ln in out.lines], stats, parsed)
 
 
 def merge_files(stock_path: str | os.PathLike[str], rule_paths: Iterable[str | os.PathLike[str]], *,
