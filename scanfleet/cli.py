@@ -18,7 +18,7 @@ from scanfleet import ScanfleetError
 # noun -> the module that registers it (register(subparsers) adds the noun and its commands)
 NOUNS = {
     "source": "scanfleet.source",
-    "probes": "scanfleet.probes",
+    "probes": "scanfleet.probes.cli",
     "targets": "scanfleet.targets",
     "run": "scanfleet.runcli",
     "merge": "scanfleet.report",

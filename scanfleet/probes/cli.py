@@ -1,0 +1,89 @@
+"""``scanfleet probes merge|check|validate`` (see :mod:`scanfleet.probes`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scanfleet import ScanfleetError
+from scanfleet.probes.check import Problem, precheck_file, precheck_rules
+from scanfleet.probes.merging import merge, merge_files, write_merged
+from scanfleet.probes.model import Origin
+from scanfleet.probes.parsing import parse_file, parse_rules_file, read_text
+from scanfleet.probes.validate import validate_with_nmap
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    result = merge_files(args.stock, args.rules, drop_exclude=args.drop_exclude,
+                         totalwaitms=args.totalwaitms, tcpwrappedms=args.tcpwrappedms)
+    for problem in result.problems:
+        print(problem, file=sys.stderr)
+    write_merged(result, args.output, args.nmap)
+    checked = f", accepted by {args.nmap}" if args.nmap else ""
+    print(f"{args.output}: {result.summary()}{checked}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    stock = read_text(args.stock) if args.stock else None
+    problems: list[Problem] = []
+    for name in args.files:
+        try:
+            if name.endswith(".probes"):
+                rf = parse_rules_file(name)
+                if stock is None:
+                    problems += precheck_rules(rf)
+                else:
+                    merged = merge(stock, [rf], stock_path=args.stock).parsed
+                    problems += precheck_file(merged, only=lambda o, path=rf.path: o.path == path)
+            else:
+                problems += precheck_file(parse_file(name))
+        except ScanfleetError as exc:
+            problems.append(Problem(Origin(name, 0), str(exc)))
+    for problem in problems:
+        print(f"error: {problem.message}" if problem.origin.line == 0 else problem)
+    errors = sum(p.severity == "error" for p in problems)
+    print(f"{len(args.files)} file(s): {errors} error(s), {len(problems) - errors} warning(s)")
+    return 1 if errors else 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    validate_with_nmap(args.file, args.nmap)
+    print(f"{args.file}: accepted by {args.nmap}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("probes", help="parse, merge and validate nmap-service-probes files",
+                            description="Parse, merge and validate nmap-service-probes files.")
+    cmds = parser.add_subparsers(dest="probes_command", required=True)
+
+    m = cmds.add_parser("merge", help="merge custom rule files into a stock nmap-service-probes",
+                        description="Merge rule files (sorted by file name) into the stock file and write "
+                                    "the result atomically (nothing is written on error).")
+    m.add_argument("--stock", required=True, help="stock nmap-service-probes (may be an earlier merge)")
+    m.add_argument("--rules", required=True, nargs="+", metavar="DIR_OR_FILE",
+                   help="rule files, or directories of *.probes rule files")
+    m.add_argument("--drop-exclude", action="store_true", help="remove the Exclude directive")
+    m.add_argument("--totalwaitms", type=int, metavar="MS", help="set every probe's totalwaitms")
+    m.add_argument("--tcpwrappedms", type=int, metavar="MS", help="set tcpwrappedms (NULL probe)")
+    m.add_argument("-o", "--output", required=True, help="file to write")
+    m.add_argument("--nmap", metavar="BIN", help="validate with this nmap binary before writing")
+    m.set_defaults(func=_cmd_merge)
+
+    c = cmds.add_parser("check", help="Python-side checks of rule files (*.probes) and probes files",
+                        description="Check files without nmap: FILE ending in .probes is a rule file, "
+                                    "anything else a full nmap-service-probes file.  Exit 1 on errors.")
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("--stock", help="stock file to resolve the rule files' probe references against")
+    c.set_defaults(func=_cmd_check)
+
+    v = cmds.add_parser("validate", help="make a real nmap load a probes file",
+                        description="Run nmap (in an isolated network namespace) so that it parses the "
+                                    "file and compiles every regex; report its error by file:line.")
+    v.add_argument("--nmap", required=True, metavar="BIN", help="nmap binary")
+    v.add_argument("file", metavar="FILE")
+    v.set_defaults(func=_cmd_validate)
