@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from scanfleet import ScanfleetError
-from scanfleet.files import sha256_file
+from scanfleet.files import atomic_write, sha256_file
 
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 SOURCES_LIST = Path("/etc/apt/sources.list")
@@ -173,16 +173,13 @@ def fetch_debian_source(suite: str, dest: str | Path, mirror: str = "", package:
 def _download(url: str, dest: Path) -> Path:
     if dest.is_file() and dest.stat().st_size > 0:
         return dest
-    tmp = dest.with_suffix(dest.suffix + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+        with urllib.request.urlopen(url, timeout=60) as response, atomic_write(dest, binary=True) as out:
             shutil.copyfileobj(response, out)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ScanfleetError(
             f"cannot download {url}: {exc}. Fetch it elsewhere and use nmap_build_source: archive"
         ) from exc
-    tmp.rename(dest)
     return dest
 
 
