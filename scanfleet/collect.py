@@ -16,7 +16,7 @@ from scanfleet.files import sha256_file
 from scanfleet.intervals import EMPTY, IntervalSet
 from scanfleet.merge import inspect_input
 from scanfleet.run import HOST_LOST_OUTCOMES
-from scanfleet.state import Attempt, RunState, _n, load_planned, run_dir, save_state
+from scanfleet.state import Attempt, RunState, counted, load_planned, run_dir, save_state
 from scanfleet.targets import subtract_finished
 
 # Files of an attempt fetched from the host: name on the controller -> what it is.
@@ -77,7 +77,7 @@ def record_attempt(state: RunState, attempt: Attempt, *, outcome: str, directory
         attempt.kept = []
         attempt.detail = detail or problem or f"{outcome}: no nmap XML came back"
         text = (f"attempt {attempt.id} on {attempt.host}: {attempt.detail}; "
-                f"its {_n(attempt.size, 'address')} planned again")
+                f"its {counted(attempt.size, 'address')} planned again")
         notes.append(text)
         state.event(session, text, now)
         return notes
@@ -103,8 +103,8 @@ def record_attempt(state: RunState, attempt: Attempt, *, outcome: str, directory
                                                          else ""))
     attempt.detail = f"{outcome}; {why}" + (f"; {detail}" if detail else "")
     rest = subtract_finished(mine, kept)
-    text = (f"attempt {attempt.id} on {attempt.host} {outcome}: {why}; {_n(len(kept), 'host')} kept from its "
-            f"XML, {rest.size} of {_n(attempt.size, 'address')} planned again")
+    text = (f"attempt {attempt.id} on {attempt.host} {outcome}: {why}; {counted(len(kept), 'host')} kept from its "
+            f"XML, {rest.size} of {counted(attempt.size, 'address')} planned again")
     notes.append(text)
     state.event(session, text, now)
     return notes
@@ -167,7 +167,7 @@ class Coverage:
     def text(self) -> str:
         done = self.covered.size
         percent = 100.0 * done / self.total if self.total else 100.0
-        text = f"coverage: {done}/{_n(self.total, 'address')} ({percent:.1f}%)"
+        text = f"coverage: {done}/{counted(self.total, 'address')} ({percent:.1f}%)"
         text += "; missing: " + self.missing.describe() if self.missing else ", none missing"
         text += "; scanned twice: " + self.duplicates.describe() if self.duplicates else ", no duplicates"
         return text

@@ -22,10 +22,10 @@ from scanfleet.shards import shard as _shard
 from scanfleet.state import (
     Attempt,
     RunState,
-    _dir_mode,
-    _n,
+    counted,
     derived_run_id,
     open_run,
+    private_dir,
     run_dir,
     run_fingerprints,
     save_state,
@@ -76,7 +76,7 @@ def plan_round(state: RunState, *, weights: Mapping[str, Any], available: Iterab
             attempt.detail = f"{attempt.host} {why} before its result was fetched"
             attempt.recorded = now
             lost.append(attempt)
-            text = (f"attempt {attempt.id} ({_n(attempt.size, 'address')}) is lost: {attempt.detail}; "
+            text = (f"attempt {attempt.id} ({counted(attempt.size, 'address')}) is lost: {attempt.detail}; "
                     "its addresses are planned again")
             notes.append(text)
             state.event(session, text, now)
@@ -92,7 +92,7 @@ def plan_round(state: RunState, *, weights: Mapping[str, Any], available: Iterab
             why = "; ".join(f"{h}: {unavailable.get(h, 'capacity 0' if h in usable else 'not available')}"
                             for h in sorted(weights))
             raise ScanfleetError(
-                f"run {state.run_id}: {_n(todo.size, 'address')} left to scan ({todo.describe()}) but no scanner "
+                f"run {state.run_id}: {counted(todo.size, 'address')} left to scan ({todo.describe()}) but no scanner "
                 f"host is available ({why}); bring a scanner back and re-run the same command to resume")
         shards = _shard(todo, usable, mode=mode, seed=seed, block_prefix=block_prefix, block_prefix6=block_prefix6)
         for host in sorted(shards):
@@ -111,7 +111,7 @@ def plan_round(state: RunState, *, weights: Mapping[str, Any], available: Iterab
         shared = sorted({a.host for a in new})
         if unavailable:
             away = ", ".join(f"{h} ({why})" for h, why in sorted(unavailable.items()) if h in weights)
-            notes.append(f"round {round_no}: {_n(todo.size, 'address')} shared between {_hosts_text(shared)}; "
+            notes.append(f"round {round_no}: {counted(todo.size, 'address')} shared between {_hosts_text(shared)}; "
                          f"not used: {away}")
         if skipped:
             notes.append(f"round {round_no}: no addresses for {_hosts_text(skipped)} (empty shard): skipped")
@@ -190,10 +190,10 @@ def plan_run(*, results: str | Path, run_id: str, plan: TargetPlan, options: Seq
     changed = bool(rp.new or rp.lost) or not resumed
     if write and changed:
         if not results.exists():
-            _dir_mode(results)
-        _dir_mode(directory)
+            private_dir(results)
+        private_dir(directory)
         shards = directory / "shards"
-        _dir_mode(shards)
+        private_dir(shards)
         for attempt in rp.new:
             path = shards / f"{attempt.id}.targets"
             path.write_text("".join(f"{line}\n" for line in attempt.lines), encoding="utf-8")
@@ -201,7 +201,8 @@ def plan_run(*, results: str | Path, run_id: str, plan: TargetPlan, options: Seq
         save_state(directory, state)
     cov = coverage(state)
     lines = [f"run {run_id} ({'resumed' if resumed else 'new'}; fingerprint {state.fingerprint[:12]}): "
-             f"{_n(state.total, 'target address')} ({plan.addresses.describe()}), {cov.covered.size} scanned already"]
+             f"{counted(state.total, 'target address')} ({plan.addresses.describe()}), "
+             f"{cov.covered.size} scanned already"]
     if plan.scanner_addresses:
         lines.append(f"scanners' own addresses left out: {plan.scanner_addresses.describe()}")
     for host in sorted(rp.assignments):
@@ -210,7 +211,7 @@ def plan_run(*, results: str | Path, run_id: str, plan: TargetPlan, options: Seq
             lines.append(f"{host}: nothing to scan this round")
         for attempt in attempts:
             how = "resumed" if attempt in rp.reattached else "new"
-            lines.append(f"{host}: {attempt.id} ({how}) {_n(attempt.size, 'address')}: "
+            lines.append(f"{host}: {attempt.id} ({how}) {counted(attempt.size, 'address')}: "
                          f"{attempt.addresses().describe()}")
     lines.extend(rp.notes)
     return {

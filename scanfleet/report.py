@@ -41,7 +41,7 @@ from scanfleet import ScanfleetError
 from scanfleet.collect import XML, coverage, merge_inputs
 from scanfleet.files import atomic_path, atomic_write, sha256_file
 from scanfleet.merge import default_label, find_nmap_file, is_identified, merge
-from scanfleet.state import STATUSES, RunState, _n, load_planned, save_state
+from scanfleet.state import STATUSES, RunState, counted, load_planned, save_state
 
 SUMMARY_FILE = "summary.json"
 COLUMNS = ("address", "hostname", "port", "protocol", "state", "service", "product", "version",
@@ -316,7 +316,7 @@ def report_digest(inputs: Sequence[tuple[str, Path]], state: RunState, extra: Se
 
 def run_summary_lines(state: RunState, summary: Mapping[str, Any] | None) -> list[str]:
     """The end-of-play summary: the merged report's figures, coverage and what happened in the run."""
-    lines = [f"run {state.run_id} (fingerprint {state.fingerprint[:12]}): {_n(state.total, 'target address')}"]
+    lines = [f"run {state.run_id} (fingerprint {state.fingerprint[:12]}): {counted(state.total, 'target address')}"]
     if summary is not None:
         lines.extend(format_summary(summary).splitlines())
     cov = coverage(state)
@@ -327,7 +327,7 @@ def run_summary_lines(state: RunState, summary: Mapping[str, Any] | None) -> lis
     lines.append("attempts: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s)))
     for attempt in state.attempts:
         took = f"{attempt.elapsed:.1f} s" if attempt.elapsed is not None else "-"
-        lines.append(f"  {attempt.id}: {attempt.status}, {_n(attempt.size, 'address')}, {took}"
+        lines.append(f"  {attempt.id}: {attempt.status}, {counted(attempt.size, 'address')}, {took}"
                      + (f", {attempt.outcome}" if attempt.outcome and attempt.outcome != "finished" else "")
                      + (f" ({attempt.detail})" if attempt.detail else ""))
     fallback = sorted({a.host for a in state.attempts if a.versiondb == ""})
@@ -466,8 +466,8 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 def status_lines(status: Mapping[str, Any]) -> list[str]:
     """``scanfleet run status`` as text, from :func:`scanfleet.collect.run_status`."""
     lines = [f"run {status['run_id']} (fingerprint {status['fingerprint'][:12]}): "
-             f"{_n(status['total'], 'target address')}, {_n(status['rounds'], 'round')} in "
-             f"{_n(status['sessions'], 'session')}; options: {' '.join(status['options']) or 'none'}",
+             f"{counted(status['total'], 'target address')}, {counted(status['rounds'], 'round')} in "
+             f"{counted(status['sessions'], 'session')}; options: {' '.join(status['options']) or 'none'}",
              status["coverage"],
              f"covered {status['covered']}, missing {status['missing']}, total {status['total']}, "
              f"duplicates {status['duplicates']}: {'complete' if status['complete'] else 'not complete'}"]
@@ -478,7 +478,7 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
     for a in status["attempts"]:
         took = f"{a['elapsed']:.1f} s" if a["elapsed"] is not None else "-"
         lines.append(f"  {a['id']}: {a['status']} on {a['host']}, round {a['round']}, IPv{a['family']}, "
-                     f"{_n(a['size'], 'address')}, {took}"
+                     f"{counted(a['size'], 'address')}, {took}"
                      + (f", {a['outcome']}" if a["outcome"] and a["outcome"] != "finished" else "")
                      + (f" ({a['detail']})" if a["detail"] else ""))
     report = status.get("report")

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from scanfleet.state import _n
+from scanfleet.state import counted as _n
 
 # Outcomes after which a host gets no more work in this playbook run.
 HOST_LOST_OUTCOMES = frozenset({"exited", "timeout", "stalled", "stopped", "dead", "missing", "unreachable"})

@@ -12,9 +12,9 @@ Vocabulary
   directory on the host and on the controller and labels it in the merged report.
 * **status** of an attempt on the controller: ``assigned`` (handed to a host, not recorded yet),
   ``finished`` (complete XML, nmap exit success: the whole shard is done), ``partial`` (XML truncated, or
-  nmap stopped with an error: the hosts it fully reports are done, see :func:`record_attempt`),
+  nmap stopped with an error: the hosts it fully reports are done, see :func:`scanfleet.collect.record_attempt`),
   ``failed`` (nothing usable came back), ``lost`` (the host went away before anything was fetched).
-* **outcome** of an attempt on its host (:func:`job_outcome`): ``finished``, ``exited`` (nmap exit code
+* **outcome** of an attempt on its host (:func:`scanfleet.run.job_outcome`): ``finished``, ``exited`` (nmap exit code
   not 0), ``timeout`` (the per-host timeout ended it), ``stalled`` (no progress within the stall
   timeout: the controller ended it by PID), ``stopped``, ``dead`` (the process vanished without an exit
   record), ``missing`` (no job on the host), ``unreachable`` (the host stopped answering).
@@ -26,7 +26,7 @@ Rules
   results. A state whose fingerprint differs is refused (:func:`open_run`): a run id belongs to one
   target set and one set of options. With no run id, the run id is derived from the fingerprint
   (``scan-`` + 12 hex digits), so the same command resumes the same run.
-* **Resume** (:func:`plan_round`): what is covered -- the whole shard of a finished attempt, the hosts a
+* **Resume** (:func:`scanfleet.plan.plan_round`): what is covered -- the whole shard of a finished attempt, the hosts a
   partial attempt fully reports (:func:`scanfleet.targets.subtract_finished` gives the rest) -- is never
   scanned again. An attempt still ``assigned`` (the controller went away while it ran) is handed to the
   same host again when that host is available (the job on the host is attached to, not restarted);
@@ -35,11 +35,10 @@ Rules
   (:func:`scanfleet.shards.shard`, weighted by capacity) over the *available* hosts only: a host
   unreachable at the start, or whose job stalled, timed out or died in this playbook run, gets nothing
   more in this run. No available host while addresses remain is an error that names the hosts and why.
-* **Coverage** (:func:`coverage`): the run is complete when the covered addresses are exactly the target
-  set; the same address covered by two attempts is reported as a duplicate (the scheme above never does
-  that; the check guards it).
+* **Coverage** (:func:`scanfleet.collect.coverage`): the run is complete when the covered addresses are
+  exactly the target set; the same address covered by two attempts is reported as a duplicate (the
+  scheme above never does that; the check guards it).
 """
-
 
 from __future__ import annotations
 
@@ -62,7 +61,7 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 STATUSES = ("assigned", "finished", "partial", "failed", "lost")
 
 
-def _dir_mode(path: Path) -> None:
+def private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
 
@@ -79,7 +78,7 @@ def derived_run_id(plan_fingerprint: str) -> str:
     return f"scan-{plan_fingerprint[:12]}"
 
 
-def _n(count: int, word: str) -> str:
+def counted(count: int, word: str) -> str:
     """``1 address``, ``2 addresses``."""
     plural = word + ("es" if word.endswith(("s", "sh")) else "s")
     return f"{count} {word if count == 1 else plural}"
@@ -200,7 +199,7 @@ def load_state(directory: Path) -> RunState | None:
 def save_state(directory: Path, state: RunState) -> None:
     """Write ``state.json`` atomically (temporary file, fsync, rename)."""
     directory = Path(directory)
-    _dir_mode(directory)
+    private_dir(directory)
     with atomic_write(directory / STATE_FILE, mode=0o600, durable=True) as f:
         json.dump(state.to_dict(), f, indent=1, sort_keys=True)
         f.write("\n")
