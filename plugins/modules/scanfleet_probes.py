@@ -121,17 +121,12 @@ def main() -> None:
                                                       p["nmap"], result.origins if result else None))
     data = probes.encode(result.text)
     digest = hashlib.sha256(data).hexdigest()
-    old = None
-    if os.path.exists(p["dest"]):
-        with open(p["dest"], "rb") as handle:
-            old = hashlib.sha256(handle.read()).hexdigest()
+    sffiles = load(module, "files")
+    old = sffiles.sha256_file(p["dest"]) if os.path.exists(p["dest"]) else None
     changed = old != digest
     if changed and not module.check_mode:
-        tmp = f"{p['dest']}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as handle:
+        with sffiles.atomic_write(p["dest"], binary=True) as handle:
             handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p["dest"])
     module.exit_json(changed=changed, sha256=digest, summary=result.summary(),
                      problems=[str(problem) for problem in result.problems],
                      check_command=probes.nmap_check_command(p["nmap"], p["host_path"] or p["dest"]))
