@@ -1,0 +1,182 @@
+"""Jobs on the scanner hosts, seen from the controller: outcome, progress, stalls, and the wait's result.
+
+The words of a job's life (state, reason, outcome, status, action) are defined once, in
+:data:`scanfleet.job_model.WORDS` (``scanfleet/job_model.py`` is a symlink to the collection's
+``plugins/module_utils/job_model.py``, the code that runs on the hosts). This module holds what only the
+controller does with them: read nmap's progress from its ``--stats-every`` lines, tell a stalled job, print
+the wait's lines, and shape the wait's result (outcomes, fetch list, whether the host is lost). The action
+plugin scanfleet.fleet.scan_wait calls it; :mod:`scanfleet.run` records the outcomes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from scanfleet.job_model import HOST_LOST_OUTCOMES, OUTCOMES, STATUSES, job_outcome, outcome_line
+
+# --------------------------------------------------------------------------------------------------
+# Progress
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """nmap's own progress figures, from its ``--stats-every`` lines."""
+
+    elapsed: int | None = None  # seconds since nmap started
+    hosts_completed: int | None = None
+    hosts_up: int | None = None
+    undergoing: int | None = None
+    phase: str | None = None  # e.g. "Service scan", "SYN Stealth Scan"
+    percent: float | None = None  # of the current phase
+    etc: str | None = None  # estimated time of completion of the phase (HH:MM)
+    remaining: int | None = None  # seconds left in the phase
+
+
+_STATS = re.compile(r"^Stats: (\d+):(\d\d):(\d\d) elapsed; (\d+) hosts? completed \((\d+) up\), "
+                    r"(\d+) undergoing (.+?)\s*$", re.M)
+_TIMING = re.compile(r"^(.+?) Timing: About (\d+(?:\.\d+)?)% done"
+                     r"(?:; ETC: (\S+) \((\d+):(\d\d):(\d\d) remaining\))?\s*$", re.M)
+
+
+def parse_stats(text: str) -> Progress | None:
+    """The latest progress in nmap's stdout ``text`` (``Stats:`` and ``... Timing: About N% done`` lines,
+    printed by ``--stats-every``), or None when there is none yet. A Timing line older than the latest
+    Stats line belongs to an earlier phase and is not used."""
+    stats = list(_STATS.finditer(text))
+    timing = list(_TIMING.finditer(text))
+    last_stats = stats[-1] if stats else None
+    last_timing = timing[-1] if timing else None
+    if last_stats is None and last_timing is None:
+        return None
+    values: dict[str, Any] = {}
+    if last_stats is not None:
+        h, m, s, done, up, undergoing, phase = last_stats.groups()
+        values.update(elapsed=int(h) * 3600 + int(m) * 60 + int(s), hosts_completed=int(done),
+                      hosts_up=int(up), undergoing=int(undergoing), phase=phase)
+    if last_timing is not None and (last_stats is None or last_timing.start() > last_stats.start()):
+        phase, percent, etc, h, m, s = last_timing.groups()
+        values.update(phase=phase, percent=float(percent), etc=etc)
+        if h is not None:
+            values["remaining"] = int(h) * 3600 + int(m) * 60 + int(s)
+    return Progress(**values)
+
+
+def progress_signature(status: Mapping[str, Any], progress: Progress | None) -> tuple[Any, ...]:
+    """What must change for a running job to count as making progress: nmap's phase, its percentage,
+    the hosts it completed, and the hosts written to its XML (the Stats line's elapsed time and the
+    growing log do not count: a stuck nmap keeps printing them)."""
+    if progress is None:
+        return (None, None, None, status.get("hosts_done"))
+    return (progress.phase, progress.percent, progress.hosts_completed, status.get("hosts_done"))
+
+
+@dataclasses.dataclass
+class StallWatch:
+    """Tracks when a job last made progress (see :func:`progress_signature`)."""
+
+    timeout: float
+    signature: tuple[Any, ...] | None = None
+    since: float | None = None
+
+    def update(self, signature: tuple[Any, ...], now: float) -> float:
+        """Feed the latest signature; return the seconds since the last change."""
+        if self.since is None or signature != self.signature:
+            self.signature, self.since = signature, now
+        return now - self.since
+
+    def stalled(self, now: float) -> bool:
+        return self.timeout > 0 and self.since is not None and now - self.since > self.timeout
+
+
+# --------------------------------------------------------------------------------------------------
+# The wait's lines
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def format_progress(host: str, attempt_id: str, size: int, status: Mapping[str, Any],
+                    progress: Progress | None, *, quiet_for: float = 0.0) -> str:
+    """One progress line of a running job, from nmap's own figures."""
+    head = f"{host} {attempt_id}:"
+    if progress is None:
+        text = f"{head} started, no nmap stats yet"
+    else:
+        phase = progress.phase or "scan"
+        if progress.percent is not None:
+            text = f"{head} {progress.percent:5.1f}% of {phase}"
+            if progress.remaining is not None:
+                text += f" (ETC {progress.etc}, {_clock(progress.remaining)} left)"
+        else:
+            text = f"{head} {phase}"
+        if progress.hosts_completed is not None:
+            text += (f"; {progress.hosts_completed}/{size} hosts done ({progress.hosts_up} up), "
+                     f"{progress.undergoing} in progress")
+        if progress.elapsed is not None:
+            text += f"; {_clock(progress.elapsed)} elapsed"
+    if quiet_for >= 60:
+        text += f"; no progress for {_clock(quiet_for)}"
+    return text
+
+
+def format_outcome(host: str, attempt_id: str, outcome: str, status: Mapping[str, Any]) -> str:
+    """The line of an ended job (its outcome's words: :data:`scanfleet.job_model.WORDS`)."""
+    hosts = status.get("hosts_done")
+    in_xml = f"; {hosts} host{'' if hosts == 1 else 's'} in its XML" if hosts is not None else ""
+    return f"{host} {attempt_id}: {outcome_line(outcome, status.get('rc'))}{in_xml}"
+
+
+# --------------------------------------------------------------------------------------------------
+# The wait's result
+
+
+def attempt_outcome(attempt_id: str, outcome: str, status: Mapping[str, Any]) -> dict[str, Any]:
+    """The wait's entry for an ended attempt, from its status on the host (scan_job): what
+    :func:`scanfleet.run.record_run` records, and the paths to fetch (:func:`fetch_list`)."""
+    files = status.get("files") or {}
+    return {
+        "id": attempt_id,
+        "outcome": outcome,
+        "detail": status.get("detail"),
+        "rc": status.get("rc"),
+        "reason": status.get("reason"),
+        "pid": status.get("pid"),
+        "started": status.get("started"),
+        "ended": status.get("ended"),
+        "hosts_done": status.get("hosts_done"),
+        "versiondb": status.get("versiondb"),
+        "files": {name: info["sha256"] for name, info in files.items()},
+        "paths": {name: info["path"] for name, info in files.items()},
+    }
+
+
+def unreachable_outcome(attempt_id: str, detail: str) -> dict[str, Any]:
+    """The outcome of an attempt whose host stopped answering while it ran: nothing can be fetched from it
+    (no files, no paths), so :func:`scanfleet.run.record_attempt` marks it ``lost`` and its addresses are
+    planned again."""
+    return {"id": attempt_id, "outcome": "unreachable", "detail": detail, "files": {}, "paths": {}}
+
+
+def fetch_list(outcomes: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """What the role fetches from the host: one entry (attempt, name, src) per file of every outcome."""
+    return [{"attempt": o["id"], "name": name, "src": path}
+            for o in outcomes for name, path in sorted(o["paths"].items())]
+
+
+def host_lost(outcomes: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether an outcome means the host gets no more work in this playbook run."""
+    return any(o["outcome"] in HOST_LOST_OUTCOMES for o in outcomes)
+
+
+__all__ = [
+    "HOST_LOST_OUTCOMES", "OUTCOMES", "STATUSES", "Progress", "StallWatch", "attempt_outcome", "fetch_list",
+    "format_outcome", "format_progress", "host_lost", "job_outcome", "parse_stats", "progress_signature",
+    "unreachable_outcome",
+]
