@@ -5,9 +5,13 @@ output of the patched nmap 7.95 in the lab (molecule/scan).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from scanfleet import job_model, jobs, run
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Real --stats-every output of the patched nmap 7.95 (lab, molecule/scan, nmap.log).
 STATS_SERVICE = """\
@@ -111,6 +115,13 @@ def test_no_stall_timeout_never_stalls():
 
 
 # ---- the one table of words ------------------------------------------------------------------------------
+
+
+def test_the_controller_uses_the_hosts_job_model_itself():
+    """scanfleet/job_model.py is a symlink to the collection's module_utils file, not a copy of it."""
+    link = ROOT / "scanfleet" / "job_model.py"
+    assert link.is_symlink() and link.resolve() == ROOT / "plugins" / "module_utils" / "job_model.py"
+    assert Path(job_model.__file__).resolve() == link.resolve()
 
 
 def test_every_word_is_defined_once_with_its_meaning_and_the_vocabularies_follow_from_it():
