@@ -14,8 +14,8 @@ from typing import Any
 from scanfleet import ScanfleetError
 from scanfleet.files import sha256_file
 from scanfleet.intervals import EMPTY, IntervalSet
+from scanfleet.jobs import HOST_LOST_OUTCOMES
 from scanfleet.merge import inspect_input
-from scanfleet.run import HOST_LOST_OUTCOMES
 from scanfleet.state import Attempt, RunState, counted, load_planned, run_dir, save_state
 from scanfleet.targets import subtract_finished
 

@@ -9,23 +9,13 @@ error the temporary file is removed and the target is left untouched.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-CHUNK = 1 << 20
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The sha256 (hex) of the file at PATH, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from scanfleet.job_model import sha256_file as sha256_file  # one implementation, on the hosts and here
 
 
 def _fsync(path: Path) -> None:

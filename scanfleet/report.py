@@ -40,8 +40,9 @@ from typing import Any
 from scanfleet import ScanfleetError
 from scanfleet.collect import XML, coverage, merge_inputs
 from scanfleet.files import atomic_path, atomic_write, sha256_file
+from scanfleet.job_model import STATUSES
 from scanfleet.merge import default_label, find_nmap_file, is_identified, merge
-from scanfleet.state import STATUSES, RunState, counted, load_planned, save_state
+from scanfleet.state import RunState, counted, load_planned, save_state
 
 SUMMARY_FILE = "summary.json"
 COLUMNS = ("address", "hostname", "port", "protocol", "state", "service", "product", "version",

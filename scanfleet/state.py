@@ -14,7 +14,7 @@ Vocabulary
   ``finished`` (complete XML, nmap exit success: the whole shard is done), ``partial`` (XML truncated, or
   nmap stopped with an error: the hosts it fully reports are done, see :func:`scanfleet.collect.record_attempt`),
   ``failed`` (nothing usable came back), ``lost`` (the host went away before anything was fetched).
-* **outcome** of an attempt on its host (:func:`scanfleet.run.job_outcome`): ``finished``, ``exited`` (nmap exit code
+* **outcome** of an attempt on its host (:func:`scanfleet.jobs.job_outcome`): ``finished``, ``exited`` (nmap exit code
   not 0), ``timeout`` (the per-host timeout ended it), ``stalled`` (no progress within the stall
   timeout: the controller ended it by PID), ``stopped``, ``dead`` (the process vanished without an exit
   record), ``missing`` (no job on the host), ``unreachable`` (the host stopped answering).
@@ -58,7 +58,6 @@ from scanfleet.targets import addresses_of, fingerprint, parse_target_lines, sub
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-STATUSES = ("assigned", "finished", "partial", "failed", "lost")
 
 
 def private_dir(path: Path) -> None:

@@ -66,7 +66,7 @@ def test_job_module_never_shows_the_script_args(tmp_path):
     """-vvv prints the module's invocation: the script_args value is masked there and in the result."""
     args = {"state": "status", "base_dir": str(tmp_path), "run_id": "r1", "attempts": [{"id": "001-a"}],
             "script_args": f'"smbpassword"="{SECRET}"'}
-    result = subprocess.run(["ansible", "localhost", "-c", "local", "-vvv", "-m", "scanfleet_scan_job",
+    result = subprocess.run(["ansible", "localhost", "-c", "local", "-vvv", "-m", "scanfleet.fleet.scan_job",
                              "-a", json.dumps(args), "-e", f"ansible_python_interpreter={sys.executable}"],
                             capture_output=True, text=True, cwd=ROOT, env=env(), check=False, timeout=120)
     output = result.stdout + result.stderr

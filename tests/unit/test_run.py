@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from scanfleet import ScanfleetError, collect, merge, run
+from scanfleet import ScanfleetError, collect, jobs, merge
 from scanfleet import plan as runplan
 from scanfleet import report as runreport
 from scanfleet import state as runstate
@@ -33,32 +33,6 @@ XML = {name: FIXTURES / name / "scan.xml" for name in ("shard-a", "shard-b", "sh
 DTD = merge.find_nmap_file("nmap.dtd")
 NOW = 1_795_255_900.0
 OPTIONS = ["--privileged", "-T4", "-sS", "-sV", "-v"]
-
-# Real --stats-every output of the patched nmap 7.95 (lab, molecule/scan, nmap.log).
-STATS_SERVICE = """\
-Initiating Service scan at 10:37
-Scanning 6 services on 2 hosts
-Stats: 0:00:02 elapsed; 0 hosts completed (2 up), 2 undergoing Service Scan
-Service scan Timing: About 50.00% done; ETC: 10:37 (0:00:00 remaining)
-Stats: 0:00:04 elapsed; 0 hosts completed (2 up), 2 undergoing Service Scan
-Service scan Timing: About 66.67% done; ETC: 10:37 (0:00:02 remaining)
-"""
-STATS_SECOND_HOST = """\
-Scanning 3 services on 10.77.0.42
-Stats: 0:00:12 elapsed; 1 hosts completed (2 up), 1 undergoing Service Scan
-Service scan Timing: About 66.67% done; ETC: 10:39 (0:00:01 remaining)
-"""
-STATS_NSE = """\
-Service scan Timing: About 66.67% done; ETC: 10:39 (0:00:04 remaining)
-Completed Service scan at 10:39, 9.33s elapsed (3 services on 1 host)
-NSE: Script scanning 10.77.0.42.
-Initiating NSE at 10:39
-Stats: 0:00:10 elapsed; 0 hosts completed (1 up), 1 undergoing Script Scan
-NSE: Active NSE Script Threads: 2 (1 waiting)
-"""
-# nmap prints this form below 1% (timing.cc, ScanProgressMeter::printStats).
-STATS_EARLY = "Stats: 0:00:01 elapsed; 0 hosts completed (0 up), 4 undergoing Ping Scan\n" \
-              "Ping Scan Timing: About 0.50% done\n"
 
 
 def ips(text: str) -> IntervalSet:
@@ -365,8 +339,7 @@ def test_a_scanner_that_dies_mid_scan_is_lost_and_its_shard_goes_to_the_survivor
     a = attempt(state, "a", "127.0.0.5-8")
     b = attempt(state, "b", "127.0.0.4, 127.0.0.10")
     runstate.save_state(tmp_path / state.run_id, state)
-    dead = run.unreachable_outcome(a.id, "no answer for 21 s: ssh: No route to host")
-    assert [p for o in [dead] for p in o["paths"].items()] == [] and dead["files"] == {}  # the plugin's fetch list
+    dead = jobs.unreachable_outcome(a.id, "no answer for 21 s: ssh: No route to host")
     outcomes = [dead, {"id": b.id, "outcome": "finished", "files": fetched(tmp_path, state, b, "shard-c")}]
     result = collect.record_run(results=tmp_path, run_id=state.run_id, outcomes=outcomes, session="s1", now=NOW)
     assert result["lost_hosts"] == {"a": "unreachable in attempt 001-a"}
@@ -419,71 +392,3 @@ def test_plan_run_writes_the_shards_and_resumes_without_changes(tmp_path):
     state = json.loads((tmp_path / first["run_id"] / runstate.STATE_FILE).read_text())
     assert [s["id"] for s in state["sessions"]] == ["x"]  # a session is recorded when something changed
 
-
-# ---- jobs: outcome, progress, stalls -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("status", "outcome"), [
-    ({"state": "running"}, None),
-    ({"state": "absent"}, "missing"),
-    ({"state": "dead"}, "dead"),
-    ({"state": "exited", "reason": "finished", "rc": 0}, "finished"),
-    ({"state": "exited", "reason": "error", "rc": 1}, "exited"),
-    ({"state": "exited", "reason": "signal", "rc": -9}, "exited"),
-    ({"state": "exited", "reason": "timeout", "rc": -15}, "timeout"),
-    ({"state": "exited", "reason": "stalled", "rc": -15}, "stalled"),
-])
-def test_job_outcome(status, outcome):
-    assert run.job_outcome(status) == outcome
-    if outcome is not None and outcome != "finished":
-        assert outcome in run.HOST_LOST_OUTCOMES
-
-
-@pytest.mark.parametrize(("text", "expected"), [
-    (STATS_SERVICE, run.Progress(elapsed=4, hosts_completed=0, hosts_up=2, undergoing=2, phase="Service scan",
-                                 percent=66.67, etc="10:37", remaining=2)),
-    (STATS_SECOND_HOST, run.Progress(elapsed=12, hosts_completed=1, hosts_up=2, undergoing=1,
-                                     phase="Service scan", percent=66.67, etc="10:39", remaining=1)),
-    # the Timing line is older than the Stats line: it belongs to the previous phase
-    (STATS_NSE, run.Progress(elapsed=10, hosts_completed=0, hosts_up=1, undergoing=1, phase="Script Scan")),
-    (STATS_EARLY, run.Progress(elapsed=1, hosts_completed=0, hosts_up=0, undergoing=4, phase="Ping Scan",
-                               percent=0.5)),
-    ("Starting Nmap 7.95 ( https://nmap.org )\nInitiating ARP Ping Scan at 10:37\n", None),
-    ("", None),
-])
-def test_parse_stats_reads_nmaps_own_figures(text, expected):
-    assert run.parse_stats(text) == expected
-
-
-def test_format_progress_shows_the_percentage_hosts_and_quiet_time():
-    line = run.format_progress("scanner1", "001-scanner1", 2, {}, run.parse_stats(STATS_SERVICE), quiet_for=75)
-    assert line == ("scanner1 001-scanner1:  66.7% of Service scan (ETC 10:37, 0:00:02 left); 0/2 hosts done "
-                    "(2 up), 2 in progress; 0:00:04 elapsed; no progress for 0:01:15")
-    assert run.format_progress("s", "001-s", 1, {}, None) == "s 001-s: started, no nmap stats yet"
-
-
-@pytest.mark.parametrize(("feed", "stalled_at"), [
-    # (time, stdout so far, hosts in XML): nmap keeps printing Stats lines with the same figures: stalled
-    ([(0, STATS_SERVICE, 0), (5, STATS_SERVICE + STATS_SERVICE, 0), (11, STATS_SERVICE * 3, 0)], 11),
-    # the percentage moves: not stalled
-    ([(0, STATS_SERVICE, 0), (5, STATS_SECOND_HOST, 0), (11, STATS_SECOND_HOST + STATS_SERVICE, 0)], None),
-    # a host is written to the XML: progress
-    ([(0, STATS_SERVICE, 0), (5, STATS_SERVICE, 1), (11, STATS_SERVICE, 1)], None),
-    # no stats at all for longer than the timeout (frozen before its first line)
-    ([(0, "", 0), (6, "", 0), (12, "", 0)], 12),
-])
-def test_a_job_stalls_when_nmaps_figures_do_not_move(feed, stalled_at):
-    watch = run.StallWatch(timeout=10)
-    seen = None
-    for now, text, hosts in feed:
-        status = {"hosts_done": hosts}
-        watch.update(run.progress_signature(status, run.parse_stats(text)), now)
-        if seen is None and watch.stalled(now):
-            seen = now
-    assert seen == stalled_at
-
-
-def test_no_stall_timeout_never_stalls():
-    watch = run.StallWatch(timeout=0)
-    watch.update(("x",), 0)
-    assert not watch.stalled(10**9)

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from scanfleet.job_model import proc_stat
+
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 READ_RECORDS = r"""
 import json, os, sys
@@ -61,14 +63,10 @@ def session_processes(sid: int) -> list[dict]:
     """Processes still in the session of the ansible-playbook we started (its workers, ssh masters)."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        stat = proc_stat(int(entry.name)) if entry.name.isdigit() else None
+        if stat is None:
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
+        comm, fields = stat
         if int(fields[3]) == sid:
             found.append({"pid": int(entry.name), "comm": comm, "ticks": fields[19]})
     return found

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Fault injection for molecule/scan/side_effect.yml, on one scanner host: wait until an nmap job of RUN has
 written at least one complete host to its XML, then send SIGNAL (default SIGSTOP: nmap freezes and makes no
-progress) to that nmap, by the PID its supervisor recorded (checked against the process start time).
+progress) to that nmap, by the PID its supervisor recorded (checked against the process start time, with the
+job model's own /proc reader: the copy of the collection's module_utils/job_model.py in the job's directory,
+which is the supervisor that recorded the PID).
 
 usage: freeze_nmap.py RUN_DIR [--signal STOP|KILL] [--timeout SECONDS]
 Prints a JSON line: the attempt, the PID and the signal sent (or "timeout").
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import signal
@@ -18,12 +21,12 @@ import sys
 import time
 
 
-def ticks(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+def job_model(directory: str):
+    """The job model the job's supervisor runs (scan_job copies it into the job's directory)."""
+    spec = importlib.util.spec_from_file_location("job_model", os.path.join(directory, "job_model.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> int:
@@ -44,7 +47,7 @@ def main() -> int:
             except (OSError, ValueError):
                 continue
             if hosts >= 1 and not os.path.exists(os.path.join(directory, "exit.json")):
-                if ticks(info["pid"]) != info["ticks"]:
+                if not job_model(directory).alive(info["pid"], info["ticks"]):
                     continue
                 os.kill(info["pid"], getattr(signal, f"SIG{args.signal}"))
                 print(json.dumps({"attempt": os.path.basename(directory), "pid": info["pid"],

@@ -1,37 +1,24 @@
-"""Jobs on the scanner hosts: outcome, progress, stalls (the job concern; moving to scanfleet.jobs)."""
+"""Jobs on the scanner hosts, seen from the controller: outcome, progress, stalls, and the wait's result.
+
+The words of a job's life (state, reason, outcome, status, action) are defined once, in
+:data:`scanfleet.job_model.WORDS` (``scanfleet/job_model.py`` is a symlink to the collection's
+``plugins/module_utils/job_model.py``, the code that runs on the hosts). This module holds what only the
+controller does with them: read nmap's progress from its ``--stats-every`` lines, tell a stalled job, print
+the wait's lines, and shape the wait's result (outcomes, fetch list, whether the host is lost). The action
+plugin scanfleet.fleet.scan_wait calls it; :mod:`scanfleet.collect` records the outcomes.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from scanfleet.state import counted as _n
-
-# Outcomes after which a host gets no more work in this playbook run.
-HOST_LOST_OUTCOMES = frozenset({"exited", "timeout", "stalled", "stopped", "dead", "missing", "unreachable"})
-
+from scanfleet.job_model import HOST_LOST_OUTCOMES, OUTCOMES, STATUSES, job_outcome, outcome_line
 
 # --------------------------------------------------------------------------------------------------
-# Jobs on the hosts: outcome, progress, stalls
-
-
-def job_outcome(status: Mapping[str, Any]) -> str | None:
-    """The outcome of a job from its status on the host (scanfleet_scan_job), None while it runs."""
-    state = status.get("state")
-    if state == "running":
-        return None
-    if state == "absent":
-        return "missing"
-    if state == "dead":
-        return "dead"
-    reason = status.get("reason")
-    if reason == "finished" and status.get("rc") == 0:
-        return "finished"
-    if reason in ("timeout", "stalled", "stopped"):
-        return reason
-    return "exited"
+# Progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +91,10 @@ class StallWatch:
         return self.timeout > 0 and self.since is not None and now - self.since > self.timeout
 
 
+# --------------------------------------------------------------------------------------------------
+# The wait's lines
+
+
 def _clock(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -135,16 +126,57 @@ def format_progress(host: str, attempt_id: str, size: int, status: Mapping[str, 
     return text
 
 
+def format_outcome(host: str, attempt_id: str, outcome: str, status: Mapping[str, Any]) -> str:
+    """The line of an ended job (its outcome's words: :data:`scanfleet.job_model.WORDS`)."""
+    hosts = status.get("hosts_done")
+    in_xml = f"; {hosts} host{'' if hosts == 1 else 's'} in its XML" if hosts is not None else ""
+    return f"{host} {attempt_id}: {outcome_line(outcome, status.get('rc'))}{in_xml}"
+
+
+# --------------------------------------------------------------------------------------------------
+# The wait's result
+
+
+def attempt_outcome(attempt_id: str, outcome: str, status: Mapping[str, Any]) -> dict[str, Any]:
+    """The wait's entry for an ended attempt, from its status on the host (scan_job): what
+    :func:`scanfleet.collect.record_run` records, and the paths to fetch (:func:`fetch_list`)."""
+    files = status.get("files") or {}
+    return {
+        "id": attempt_id,
+        "outcome": outcome,
+        "detail": status.get("detail"),
+        "rc": status.get("rc"),
+        "reason": status.get("reason"),
+        "pid": status.get("pid"),
+        "started": status.get("started"),
+        "ended": status.get("ended"),
+        "hosts_done": status.get("hosts_done"),
+        "versiondb": status.get("versiondb"),
+        "files": {name: info["sha256"] for name, info in files.items()},
+        "paths": {name: info["path"] for name, info in files.items()},
+    }
+
+
 def unreachable_outcome(attempt_id: str, detail: str) -> dict[str, Any]:
     """The outcome of an attempt whose host stopped answering while it ran: nothing can be fetched from it
-    (no files, no paths), so :func:`record_attempt` marks it ``lost`` and its addresses are planned again."""
+    (no files, no paths), so :func:`scanfleet.collect.record_attempt` marks it ``lost`` and its addresses are
+    planned again."""
     return {"id": attempt_id, "outcome": "unreachable", "detail": detail, "files": {}, "paths": {}}
 
 
-def format_outcome(host: str, attempt_id: str, outcome: str, status: Mapping[str, Any]) -> str:
-    detail = {"finished": "nmap finished", "exited": f"nmap exited with status {status.get('rc')}",
-              "timeout": "ended by the per-host timeout", "stalled": "ended: no progress (stall timeout)",
-              "stopped": "stopped", "dead": "the job vanished without an exit record",
-              "missing": "no such job on the host", "unreachable": "the host stopped answering"}[outcome]
-    hosts = status.get("hosts_done")
-    return f"{host} {attempt_id}: {detail}" + (f"; {_n(hosts, 'host')} in its XML" if hosts is not None else "")
+def fetch_list(outcomes: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """What the role fetches from the host: one entry (attempt, name, src) per file of every outcome."""
+    return [{"attempt": o["id"], "name": name, "src": path}
+            for o in outcomes for name, path in sorted(o["paths"].items())]
+
+
+def host_lost(outcomes: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether an outcome means the host gets no more work in this playbook run."""
+    return any(o["outcome"] in HOST_LOST_OUTCOMES for o in outcomes)
+
+
+__all__ = [
+    "HOST_LOST_OUTCOMES", "OUTCOMES", "STATUSES", "Progress", "StallWatch", "attempt_outcome", "fetch_list",
+    "format_outcome", "format_progress", "host_lost", "job_outcome", "parse_stats", "progress_signature",
+    "unreachable_outcome",
+]

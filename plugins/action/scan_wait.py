@@ -1,11 +1,11 @@
-"""Action plugin scanfleet_scan_wait: wait for a host's nmap jobs while showing nmap's own progress.
+"""Action plugin scanfleet.fleet.scan_wait: wait for a host's nmap jobs while showing nmap's own progress.
 
-Runs on the controller, once per scanner host: polls the host with the scanfleet_scan_job module
+Runs on the controller, once per scanner host: polls the host with the scanfleet.fleet.scan_job module
 (state=status) every ``poll`` seconds -- each poll is a short command, no connection is held for the length
 of the scan -- prints one progress line per job from nmap's ``--stats-every`` figures, and ends a job by PID
-(scanfleet_scan_job state=stopped) when it makes no progress for ``stall_timeout`` seconds or outlives
-``timeout``. The rules (outcome, progress, stall) are scanfleet.run's; documentation:
-plugins/modules/scanfleet_scan_wait.py.
+(scan_job state=stopped) when it makes no progress for ``stall_timeout`` seconds or outlives ``timeout``.
+The rules (outcome, progress, stall, the result) are scanfleet.jobs', over the words of
+scanfleet.job_model; documentation: plugins/modules/scan_wait.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ansible.utils.display import Display
 
 display = Display()
 
-JOB_MODULE = "scanfleet_scan_job"
+JOB_MODULE = "scanfleet.fleet.scan_job"
 
 
 class ActionModule(ActionBase):
@@ -41,7 +41,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         try:
-            from scanfleet import run as sfrun
+            from scanfleet import jobs
         except ImportError as exc:
             raise AnsibleActionFail(f"the scanfleet package is not importable ({exc}): run ansible from the "
                                     "project's virtualenv (make venv; . .venv/bin/activate)") from None
@@ -62,7 +62,7 @@ class ActionModule(ActionBase):
             return result
 
         sizes = {a["id"]: int(a.get("size", 0)) for a in attempts}
-        watches = {a["id"]: sfrun.StallWatch(stall_timeout) for a in attempts}
+        watches = {a["id"]: jobs.StallWatch(stall_timeout) for a in attempts}
         last_line: dict[str, tuple[str, float]] = {}
         pending = {a["id"] for a in attempts}
         outcomes: dict[str, dict] = {}
@@ -77,7 +77,7 @@ class ActionModule(ActionBase):
             except AnsibleConnectionFailure as exc:
                 if now - last_contact > max(stall_timeout, 3 * poll):
                     for attempt_id in sorted(pending):
-                        outcomes[attempt_id] = sfrun.unreachable_outcome(
+                        outcomes[attempt_id] = jobs.unreachable_outcome(
                             attempt_id, f"no answer for {int(now - last_contact)} s: {exc}")
                         display.display(f"{host} {attempt_id}: the host stopped answering ({exc})")
                     break
@@ -87,15 +87,15 @@ class ActionModule(ActionBase):
             to_stop: dict[str, str] = {}
             for attempt_id in sorted(pending):
                 status = statuses.get(attempt_id, {"state": "absent"})
-                outcome = sfrun.job_outcome(status)
+                outcome = jobs.job_outcome(status)
                 if outcome is not None:
-                    outcomes[attempt_id] = self._outcome(attempt_id, outcome, status)
-                    display.display(sfrun.format_outcome(host, attempt_id, outcome, status))
+                    outcomes[attempt_id] = jobs.attempt_outcome(attempt_id, outcome, status)
+                    display.display(jobs.format_outcome(host, attempt_id, outcome, status))
                     continue
-                progress = sfrun.parse_stats(status.get("tail") or "")
+                progress = jobs.parse_stats(status.get("tail") or "")
                 watch = watches[attempt_id]
-                quiet = watch.update(sfrun.progress_signature(status, progress), now)
-                line = sfrun.format_progress(host, attempt_id, sizes[attempt_id], status, progress, quiet_for=quiet)
+                quiet = watch.update(jobs.progress_signature(status, progress), now)
+                line = jobs.format_progress(host, attempt_id, sizes[attempt_id], status, progress, quiet_for=quiet)
                 shown, when = last_line.get(attempt_id, ("", 0.0))
                 if line != shown or now - when >= quiet_every:
                     display.display(line)
@@ -113,31 +113,12 @@ class ActionModule(ActionBase):
                 stopped = self._job(task_vars, "stopped", [{"id": attempt_id}],
                                     {"reason": reason, "kill_grace": kill_grace})
                 status = stopped.get(attempt_id, {"state": "dead"})
-                outcomes[attempt_id] = self._outcome(attempt_id, reason, status)
+                outcomes[attempt_id] = jobs.attempt_outcome(attempt_id, reason, status)
                 result["changed"] = True
                 pending.discard(attempt_id)
             if pending:
                 time.sleep(poll)
         result["outcomes"] = [outcomes[a["id"]] for a in attempts if a["id"] in outcomes]
-        result["fetch"] = [{"attempt": o["id"], "name": name, "src": path}
-                           for o in result["outcomes"] for name, path in sorted(o["paths"].items())]
-        result["lost"] = any(o["outcome"] in sfrun.HOST_LOST_OUTCOMES for o in result["outcomes"])
+        result["fetch"] = jobs.fetch_list(result["outcomes"])
+        result["lost"] = jobs.host_lost(result["outcomes"])
         return result
-
-    @staticmethod
-    def _outcome(attempt_id, outcome, status):
-        files = status.get("files") or {}
-        return {
-            "id": attempt_id,
-            "outcome": outcome,
-            "detail": status.get("detail"),
-            "rc": status.get("rc"),
-            "reason": status.get("reason"),
-            "pid": status.get("pid"),
-            "started": status.get("started"),
-            "ended": status.get("ended"),
-            "hosts_done": status.get("hosts_done"),
-            "versiondb": status.get("versiondb"),
-            "files": {name: info["sha256"] for name, info in files.items()},
-            "paths": {name: info["path"] for name, info in files.items()},
-        }

@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Documentation of the scanfleet_scan_wait action (roles/nmap_scan/action_plugins/scanfleet_scan_wait.py).
+"""Documentation of the scanfleet.fleet.scan_wait action (plugins/action/scan_wait.py).
 
 The work is done on the controller by the action plugin of the same name; this file carries its
 documentation, as ansible-core does for its own action-only modules (e.g. wait_for_connection).
@@ -8,20 +8,21 @@ documentation, as ansible-core does for its own action-only modules (e.g. wait_f
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: scanfleet_scan_wait
+module: scan_wait
 short_description: Wait for a scanner host's nmap jobs, showing nmap's own progress, ending stalled jobs
 description:
-  - "Action plugin (controller side), shipped with the C(nmap_scan) role. Polls the host with
-    M(scanfleet_scan_job) (O(state=status)) every O(poll) seconds -- short commands, no connection held for
-    the length of the scan -- and prints one line per job with nmap's progress from its C(--stats-every)
-    lines: the percentage and ETC of the current phase, hosts done of the shard, time elapsed."
+  - "Action plugin (controller side). Polls the host with M(scanfleet.fleet.scan_job) (O(state=status))
+    every O(poll) seconds -- short commands, no connection held for the length of the scan -- and prints
+    one line per job with nmap's progress from its C(--stats-every) lines: the percentage and ETC of the
+    current phase, hosts done of the shard, time elapsed."
   - "A job whose progress (phase, percentage, hosts completed, hosts written to the XML) does not change for
-    O(stall_timeout) seconds is ended by its recorded PID (M(scanfleet_scan_job) O(state=stopped)); so is a
-    job still running O(timeout) seconds (plus grace) after the wait began (the host's supervisor normally
+    O(stall_timeout) seconds is ended by its recorded PID (M(scanfleet.fleet.scan_job) O(state=stopped)); so
+    is a job still running O(timeout) seconds (plus grace) after the wait began (the host's supervisor normally
     ends it first). A host that stops answering for O(stall_timeout) seconds gives the outcome
     C(unreachable)."
-  - "Rules (outcome, progress parsing, stall) are in C(scanfleet.run): C(job_outcome), C(parse_stats),
-    C(progress_signature), C(StallWatch)."
+  - "Rules (outcome, progress parsing, stall, the result) are in C(scanfleet.jobs): C(job_outcome),
+    C(parse_stats), C(progress_signature), C(StallWatch), C(fetch_list); the words of a job's state and
+    outcome are defined once in C(scanfleet.job_model) (the collection's C(module_utils/job_model.py))."
 options:
   run_id:
     description: "Run id."
@@ -61,7 +62,7 @@ author: scanfleet
 
 EXAMPLES = r"""
 - name: Wait for the scans, showing nmap's progress
-  scanfleet_scan_wait:
+  scanfleet.fleet.scan_wait:
     run_id: demo
     base_dir: /var/lib/scanfleet/runs
     attempts: [{id: 001-scanner1, size: 7}]
@@ -74,15 +75,40 @@ EXAMPLES = r"""
 RETURN = r"""
 outcomes:
   description: "Per attempt: id, outcome (finished, exited, timeout, stalled, stopped, dead, missing,
-    unreachable), detail, rc, reason, pid, hosts_done, versiondb, files (name -> sha256 on the host), paths
-    (name -> path on the host)."
+    unreachable), detail, rc, reason, pid, started, ended, hosts_done, versiondb, files (name -> sha256 on the
+    host), paths (name -> path on the host)."
   type: list
   elements: dict
   returned: always
+  sample:
+    - id: 001-scanner1
+      outcome: finished
+      detail: null
+      rc: 0
+      reason: finished
+      pid: 4242
+      started: 1795255900.1
+      ended: 1795255912.4
+      hosts_done: 2
+      versiondb: /opt/scanfleet/probes/current/nmap-service-probes
+      files:
+        scan.xml: 9f2c0d0b4e1c7a3d5e6f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d
+      paths:
+        scan.xml: /var/lib/scanfleet/runs/demo/001-scanner1/out/scan.xml
+fetch:
+  description: "What to fetch from the host: one entry per file of every outcome (attempt, name, src)."
+  type: list
+  elements: dict
+  returned: always
+  sample:
+    - attempt: 001-scanner1
+      name: scan.xml
+      src: /var/lib/scanfleet/runs/demo/001-scanner1/out/scan.xml
 lost:
   description: "True when an outcome means the host gets no more work in this run."
   type: bool
   returned: always
+  sample: false
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -90,8 +116,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 def main() -> None:
     module = AnsibleModule(argument_spec={}, supports_check_mode=True)
-    module.fail_json(msg="scanfleet_scan_wait is an action plugin: use it through the nmap_scan role "
-                         "(roles/nmap_scan/action_plugins)")
+    module.fail_json(msg="scanfleet.fleet.scan_wait is an action plugin: run it as a task of a play "
+                         "(plugins/action/scan_wait.py), not as a module")
 
 
 if __name__ == "__main__":

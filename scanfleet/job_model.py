@@ -1,0 +1,1 @@
+../plugins/module_utils/job_model.py

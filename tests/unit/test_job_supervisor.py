@@ -1,0 +1,331 @@
+"""The job model on a host (plugins/module_utils/job_model.py, as scanfleet.job_model): start, attach, the
+detached supervisor, timeout, stop, a dead supervisor and a reused PID, against real short-lived processes.
+
+"nmap" here is a small script (FAKE_NMAP) that prints a Stats line and its ids, then writes its -oA outputs and
+exits, fails, or sleeps (honouring SIGTERM or not), as its ``--mode`` option says. The job module runs as root
+(``become``: it chowns the job's directories and the supervisor switches to the scanner user), so these tests
+do too. Every process a test starts is ended by its PID in the teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import json
+import os
+import pwd
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from scanfleet import job_model, jobs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the job module runs as root (become): it chowns the "
+                                                          "job's directories and switches to the scanner user")
+
+FAKE_NMAP = """\
+#!/usr/bin/python3
+import os, signal, sys, time
+args = sys.argv[1:]
+mode = args[args.index("--mode") + 1]
+out = args[args.index("-oA") + 1]
+print("Starting Nmap 7.95 (fake)", flush=True)
+print("Stats: 0:00:01 elapsed; 0 hosts completed (1 up), 1 undergoing Service Scan", flush=True)
+print("ids", os.getuid(), os.getgid(), sorted(os.getgroups()), "tty", os.isatty(0), flush=True)
+if "--script-args-file" in args:
+    with open(args[args.index("--script-args-file") + 1]) as f:
+        print("script args", len(f.read()), "bytes", flush=True)
+if mode == "ignore-term":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if mode in ("sleep", "ignore-term"):
+    with open(out + ".xml", "w") as f:
+        f.write('<?xml version="1.0"?>\\n<nmaprun>\\n<host></host>\\n')
+    time.sleep(120)
+    sys.exit(0)
+if mode == "fail":
+    sys.exit(3)
+for ext, text in (("xml", '<nmaprun>\\n<host></host>\\n<host></host>\\n</nmaprun>\\n'), ("nmap", "n\\n"),
+                  ("gnmap", "g\\n")):
+    with open(out + "." + ext, "w") as f:
+        f.write(text)
+print("Nmap done: 2 IP addresses (2 hosts up)", flush=True)
+"""
+
+
+@pytest.fixture
+def place():
+    """A directory every user can traverse (the scanner user runs the fake nmap from it), removed after."""
+    root = Path(tempfile.mkdtemp(prefix="sf-jobs-", dir="/tmp"))
+    root.chmod(0o755)
+    nmap = root / "nmap"
+    nmap.write_text(FAKE_NMAP)
+    nmap.chmod(0o755)
+    (root / "runs").mkdir(mode=0o755)  # the role makes it (root:scanfleet 0750)
+    yield root
+    subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=True)
+
+
+@pytest.fixture
+def ended():
+    """Processes to end after the test: (pid, start time), and job directories whose nmap and supervisor are
+    ended by the PIDs they recorded (checked against their start times, as the module does)."""
+    procs: list[tuple[int, str | None]] = []
+    jobs_seen: list[job_model.Job] = []
+    yield procs, jobs_seen
+    for job in jobs_seen:
+        for name in ("pid.json", "job.json"):
+            info = job_model.read_json(job.path(name)) or {}
+            procs.append((info.get("pid"), info.get("ticks")))
+            procs.append((info.get("supervisor"), info.get("supervisor_ticks")))
+    for pid, ticks in procs:
+        if job_model.alive(pid, ticks):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def me() -> tuple[str, str]:
+    return pwd.getpwuid(os.geteuid()).pw_name, grp.getgrgid(os.getegid()).gr_name
+
+
+def params(place: Path, mode: str, **changes) -> dict:
+    user, group = me()
+    return {"nmap": str(place / "nmap"), "options": ["--mode", mode], "versiondb": "", "stats_every": 1,
+            "script_args": "", "user": user, "group": group, "timeout": 0, "kill_grace": 1, **changes}
+
+
+def launch(place: Path, ended, mode: str, attempt_id: str = "001-s1", **changes) -> tuple[job_model.Job, dict]:
+    job = job_model.Job(str(place / "runs"), "r1", attempt_id)
+    ended[1].append(job)
+    info, warnings = job_model.start(job, {"id": attempt_id, "lines": ["127.0.0.1"]}, params(place, mode, **changes))
+    assert warnings == []
+    return job, info
+
+
+def wait_for(job: job_model.Job, state: str, seconds: float = 20) -> dict:
+    end = time.monotonic() + seconds
+    while True:
+        status = job.status()
+        if status["state"] == state or time.monotonic() > end:
+            assert status["state"] == state, status
+            return status
+        time.sleep(0.1)
+
+
+def wait_running(job: job_model.Job) -> dict:
+    """Until nmap runs and has begun its XML (the fake has set its signal handling by then)."""
+    end = time.monotonic() + 20
+    while True:
+        status = job.status()
+        if (status["state"] == "running" and status["hosts_done"]) or time.monotonic() > end:
+            assert status["state"] == "running" and status["hosts_done"] == 1, status
+            return status
+        time.sleep(0.1)
+
+
+def test_a_job_starts_detached_is_attached_to_and_records_its_end(place, ended):
+    job, info = launch(place, ended, "finish", script_args='"smbpassword"="x"')
+    assert info["action"] == "started" and info["argv"][:3] == [str(place / "nmap"), "--mode", "finish"]
+    assert info["argv"][-2:] == ["--script-args-file", job.path("script-args")]
+    # the supervisor is this file, written by root into the job's directory, not writable by anyone else
+    source = Path(job.path("job_model.py"))
+    assert source.read_text() == Path(job_model.__file__).read_text()
+    assert stat.S_IMODE(source.stat().st_mode) == 0o640 and source.stat().st_uid == 0
+    described = json.loads(Path(job.path("job.json")).read_text())
+    status = wait_for(job, "exited")
+    assert (status["rc"], status["reason"], jobs.job_outcome(status)) == (0, "finished", "finished")
+    assert status["hosts_done"] == 2 and "Nmap done" in status["tail"]
+    assert "script args 17 bytes" in status["tail"] and "tty True" in status["tail"]  # a pty: --stats-every
+    assert not os.path.exists(job.path("script-args"))  # forgotten when nmap ended
+    assert sorted(status["files"]) == ["nmap.log", "scan.gnmap", "scan.nmap", "scan.xml"]
+    assert status["files"]["scan.xml"]["sha256"] == job_model.sha256_file(job.path("out", "scan.xml"))
+    # the action plugin's result from it: every file is fetched, the host stays in the run
+    outcome = jobs.attempt_outcome(job.id, jobs.job_outcome(status), status)
+    assert [f["src"] for f in jobs.fetch_list([outcome])] == [job.path("nmap.log"), job.path("out", "scan.gnmap"),
+                                                             job.path("out", "scan.nmap"), job.path("out", "scan.xml")]
+    assert not jobs.host_lost([outcome])
+    # started again (a re-run of the play): reported, never run twice
+    again, _ = job_model.start(job, {"id": job.id, "lines": ["127.0.0.1"]}, params(place, "finish"))
+    assert again["action"] == "none" and again["state"] == "exited"
+    assert json.loads(Path(job.path("job.json")).read_text()) == described
+
+
+def test_a_running_job_is_attached_to_not_started_again(place, ended):
+    job, _ = launch(place, ended, "sleep")
+    status = wait_running(job)
+    pid_info = job_model.read_json(job.path("pid.json"))
+    assert job_model.alive(pid_info["pid"], pid_info["ticks"]) and status["pid"] == pid_info["pid"]
+    again, _ = job_model.start(job, {"id": job.id, "lines": ["127.0.0.1"]}, params(place, "sleep"))
+    assert again["action"] == "attached" and again["pid"] == pid_info["pid"]
+    assert job_model.read_json(job.path("pid.json")) == pid_info
+    assert jobs.job_outcome(again) is None
+
+
+def test_nmap_runs_as_the_scanner_user_with_no_supplementary_groups(place, ended):
+    job, _ = launch(place, ended, "finish", user="nobody", group="nogroup")
+    status = wait_for(job, "exited")
+    nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    assert f"ids {nobody} {nogroup} [] tty True" in status["tail"], status["tail"]
+    xml = os.stat(job.path("out", "scan.xml"))
+    assert (xml.st_uid, xml.st_gid, stat.S_IMODE(xml.st_mode)) == (nobody, nogroup, 0o640)  # umask 027
+    directory = os.stat(job.dir)
+    assert (directory.st_uid, directory.st_gid, stat.S_IMODE(directory.st_mode)) == (0, nogroup, 0o750)
+
+
+def test_an_nmap_error_is_exited(place, ended):
+    job, _ = launch(place, ended, "fail")
+    status = wait_for(job, "exited")
+    assert (status["rc"], status["reason"], jobs.job_outcome(status)) == (3, "error", "exited")
+
+
+@pytest.mark.parametrize(("mode", "rc", "at_least"), [
+    ("sleep", -signal.SIGTERM, 3),  # SIGTERM at the timeout ends it
+    ("ignore-term", -signal.SIGKILL, 4),  # it ignores SIGTERM: SIGKILL after the grace period
+])
+def test_the_supervisor_ends_nmap_at_the_timeout(place, ended, mode, rc, at_least):
+    job, _ = launch(place, ended, mode, timeout=3, kill_grace=1)
+    status = wait_for(job, "exited")
+    assert (status["rc"], status["reason"], jobs.job_outcome(status)) == (rc, "timeout", "timeout")
+    assert status["ended"] - status["started"] >= at_least
+
+
+def test_a_stop_ends_nmap_by_pid_sigkill_after_the_grace_period(place, ended):
+    job, _ = launch(place, ended, "ignore-term")
+    wait_running(job)
+    pid_info = job_model.read_json(job.path("pid.json"))
+    begun = time.monotonic()
+    status = job_model.stop(job, "stalled", 1)
+    assert time.monotonic() - begun >= 1  # SIGTERM was ignored for the grace period
+    assert status["action"] == "stopped" and status["state"] == "exited"
+    assert (status["rc"], status["reason"], jobs.job_outcome(status)) == (-signal.SIGKILL, "stalled", "stalled")
+    assert not job_model.alive(pid_info["pid"], pid_info["ticks"])
+    assert job_model.stop(job, "stalled", 1)["action"] == "none"  # ended already
+
+
+def test_a_killed_supervisor_leaves_a_dead_job_that_is_never_started_again(place, ended):
+    job, _ = launch(place, ended, "sleep")
+    wait_running(job)
+    pid_info = job_model.read_json(job.path("pid.json"))
+    os.kill(pid_info["supervisor"], signal.SIGKILL)
+    # its nmap loses its terminal with it (the pty's master side closes: SIGHUP); end it if it lives on
+    time.sleep(0.5)
+    if job_model.alive(pid_info["pid"], pid_info["ticks"]):
+        os.kill(pid_info["pid"], signal.SIGKILL)
+    status = wait_for(job, "dead")
+    assert jobs.job_outcome(status) == "dead" and "dead" in job_model.HOST_LOST_OUTCOMES
+    assert "scan.xml" in status["files"]  # what it wrote is fetched and salvaged
+    again, _ = job_model.start(job, {"id": job.id, "lines": ["127.0.0.1"]}, params(place, "sleep"))
+    assert again["action"] == "none" and again["state"] == "dead"
+    assert job_model.stop(job, "stopped", 1)["action"] == "none"
+
+
+def stranger(ended) -> subprocess.Popen:
+    """A live process that has nothing to do with any job."""
+    proc = subprocess.Popen(["sleep", "120"])
+    ended[0].append((proc.pid, job_model.start_time(proc.pid)))
+    return proc
+
+
+def records(place: Path, pid_info: dict, job_info: dict) -> job_model.Job:
+    job = job_model.Job(str(place / "runs"), "r1", "001-s1")
+    os.makedirs(job.path("out"), exist_ok=True)
+    Path(job.path("job.json")).write_text(json.dumps({"argv": ["nmap"], "versiondb": "", "created": 1.0,
+                                                      **job_info}))
+    Path(job.path("pid.json")).write_text(json.dumps({"started": 1.0, **pid_info}))
+    return job
+
+
+def test_a_reused_pid_is_never_signalled(place, ended):
+    """pid.json names a live process that is not the job's (its start time differs): the job is dead, and a
+    stop sends it nothing."""
+    other = stranger(ended)
+    wrong = str(int(job_model.start_time(other.pid)) - 1)
+    job = records(place, {"pid": other.pid, "ticks": wrong, "supervisor": other.pid, "supervisor_ticks": wrong},
+                  {"supervisor": other.pid, "supervisor_ticks": wrong})
+    assert job.status()["state"] == "dead"
+    assert job_model.stop(job, "stalled", 1)["action"] == "none"
+    time.sleep(0.3)
+    assert other.poll() is None
+
+
+def test_a_reused_nmap_pid_is_not_signalled_while_its_supervisor_runs(place, ended):
+    """The supervisor runs (the job is running), nmap's PID now belongs to another process: the stop signals
+    nothing and records the end itself when the supervisor does not."""
+    other = stranger(ended)
+    supervisor = stranger(ended)
+    job = records(place, {"pid": other.pid, "ticks": str(int(job_model.start_time(other.pid)) - 1),
+                          "supervisor": supervisor.pid, "supervisor_ticks": job_model.start_time(supervisor.pid)},
+                  {})
+    assert job.status()["state"] == "running"
+    status = job_model.stop(job, "stalled", 1, exit_wait=0.5)
+    assert status["action"] == "stopped" and (status["state"], status["reason"], status["rc"]) == (
+        "exited", "stalled", None)
+    time.sleep(0.3)
+    assert other.poll() is None and supervisor.poll() is None
+
+
+def test_the_supervisor_script_refuses_a_wrong_call():
+    proc = subprocess.run([sys.executable, "-I", job_model.__file__], capture_output=True, text=True, check=False,
+                          timeout=30)
+    assert proc.returncode == 2 and "usage: job_model.py CONFIG_JSON" in proc.stderr
+
+
+PLAY = """\
+- name: A job through the collection's module and action plugin
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Start
+      scanfleet.fleet.scan_job:
+        state: started
+        base_dir: "{base}"
+        run_id: r1
+        attempts: [{{id: 001-a, lines: [127.0.0.1]}}]
+        nmap: "{nmap}"
+        options: [--mode, finish]
+        user: nobody
+        group: nogroup
+        stats_every: 1
+    - name: Wait
+      scanfleet.fleet.scan_wait:
+        run_id: r1
+        base_dir: "{base}"
+        attempts: [{{id: 001-a, size: 1}}, {{id: 002-a, size: 1}}]
+        poll: 1
+      register: waited
+    - name: Show
+      ansible.builtin.debug:
+        msg: "RESULT {{{{ waited | to_json }}}} END"
+"""
+
+
+def test_the_module_and_the_wait_run_a_job_on_a_host_with_its_own_python(place, ended, tmp_path):
+    """Through Ansible, as the role does: scan_job (run by the host's /usr/bin/python3, from AnsiballZ, which
+    is gone once it returns: the supervisor runs from its own copy) and the scan_wait action's result."""
+    collections = tmp_path / "collections" / "ansible_collections" / "scanfleet"
+    collections.mkdir(parents=True)
+    (collections / "fleet").symlink_to(ROOT)
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(PLAY.format(base=place / "runs", nmap=place / "nmap"))
+    ended[1].append(job_model.Job(str(place / "runs"), "r1", "001-a"))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(tmp_path / "collections"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="default",
+               PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    proc = subprocess.run(["ansible-playbook", "-i", "localhost,", "-e", "ansible_python_interpreter=/usr/bin/python3",
+                           str(playbook)], capture_output=True, text=True, env=env, cwd=ROOT, check=False,
+                          timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    waited = json.loads(output.split("RESULT ", 1)[1].split(" END", 1)[0])
+    assert [(o["id"], o["outcome"]) for o in waited["outcomes"]] == [("001-a", "finished"), ("002-a", "missing")]
+    assert waited["lost"] and {f["name"] for f in waited["fetch"]} == set(job_model.OUTPUTS)
+    job = job_model.Job(str(place / "runs"), "r1", "001-a")
+    assert Path(job.path("job_model.py")).read_text() == Path(job_model.__file__).read_text()
