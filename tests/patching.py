@@ -32,16 +32,19 @@ def render_patches(dest: Path, **overrides: int) -> list[Path]:
     return paths
 
 
-def apply_patches(tree: Path, patches: list[Path], dry_run: bool = False) -> subprocess.CompletedProcess:
-    """Apply PATCHES to TREE exactly as the role does (patch -p1 --fuzz=0 --forward)."""
-    out = None
+def apply_patches(tree: Path, patches: list[Path], dry_run: bool = False, fuzz: int = 0,
+                  verbose: bool = False) -> subprocess.CompletedProcess:
+    """Apply PATCHES to TREE as the role does (patch -p1 --fuzz=0 --forward), stopping at the first that fails;
+    FUZZ and VERBOSE (patch reports every hunk) are for the tests. The output is that of every patch applied."""
+    outs = []
     for patch in patches:
-        cmd = ["patch", "-p1", "--fuzz=0", "--forward", "--batch", "-i", str(patch)]
-        out = subprocess.run(cmd + (["--dry-run"] if dry_run else []), cwd=tree, capture_output=True,
-                             text=True, check=False)
-        if out.returncode != 0:
-            return out
-    return out
+        cmd = ["patch", "-p1", f"--fuzz={fuzz}", "--forward", "--batch", "-i", str(patch)]
+        cmd += (["--dry-run"] if dry_run else []) + (["--verbose"] if verbose else [])
+        outs.append(subprocess.run(cmd, cwd=tree, capture_output=True, text=True, check=False))
+        if outs[-1].returncode != 0:
+            break
+    return subprocess.CompletedProcess([o.args for o in outs], outs[-1].returncode,
+                                       "".join(o.stdout for o in outs), "".join(o.stderr for o in outs))
 
 
 def role_configure_args(version: str, source: str = "debian", system: str = "Debian-12") -> list[str]:

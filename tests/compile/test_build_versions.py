@@ -4,6 +4,7 @@ patches are in effect with the same checks the role and molecule run (in an isol
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -14,7 +15,7 @@ import pytest
 
 from scanfleet import scriptargs
 from tests.conftest import ROOT
-from tests.patching import apply_patches, render_patches, role_configure_args
+from tests.patching import DEFAULTS, apply_patches, render_patches, role_configure_args
 
 pytestmark = pytest.mark.build
 
@@ -22,6 +23,8 @@ WORK = ROOT / ".cache" / "build-test"
 ECHO_ARGS = ROOT / "tests" / "fixtures" / "nse" / "scanfleet-echo-args.nse"
 SILENT_CHECK = ROOT / "roles" / "nmap_build" / "files" / "silent_port_check.py"
 TCPWRAPPED_CHECK = ROOT / "molecule" / "shared" / "files" / "tcpwrapped_check.py"
+SILENT_PORTS = ROOT / "tests" / "fixtures" / "silent_ports.py"
+TIMEOUT_CAP = ROOT / "tests" / "fixtures" / "nse" / "scanfleet-timeout-cap.nse"
 
 
 def isolated(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -117,3 +120,62 @@ def test_script_args_file_reaches_nse_verbatim(built_nmap, tmp_path):
     named = [item for item in output.split(";") if not re.fullmatch(r"[0-9]+=", item)]
     assert sorted(named) == sorted(flatten(AWKWARD_ARGS))
     assert "Mozilla" not in ET.parse(xml).getroot().get("args")
+
+
+# ---- the patches' behaviour, on silent loopback ports in a private network namespace ------------------
+
+SERVICE_SCAN_DONE = re.compile(r"Completed Service scan at [^,]+, ([0-9.]+)s elapsed \((\d+) services? on 1 host\)")
+
+
+def service_scan_seconds(nmap, ports: int, *options: str) -> float:
+    """nmap's own figure for its service scan (-v) of PORTS silent ports; nmap is ended right after it."""
+    proc = isolated(["python3", str(SILENT_PORTS), "--count", str(ports), "--until", "Completed Service scan", "--",
+                     str(nmap), "-sT", "-sV", "-T4", "-Pn", "-n", "-v", *options, "-p", "{ports}", "127.0.0.1"])
+    done = SERVICE_SCAN_DONE.search(proc.stdout)
+    assert proc.returncode == 0 and done, proc.stdout[-3000:] + proc.stderr[-1000:]
+    assert int(done.group(2)) == ports, done.group(0)
+    return float(done.group(1))
+
+
+def test_service_parallelism_scans_silent_ports_in_one_wait_round(built_nmap):
+    """A silent port costs one wait round: every probe's wait, one after the other. The build keeps
+    nmap_build_service_parallelism ports in flight, so that many silent ports take about one round, where
+    stock nmap (20 at -T3, 30 at -T4) needs ceil(ports / 30) rounds. The same build held to stock's -T3 width
+    with --max-parallelism shows that the measure tells the two apart."""
+    _, nmap = built_nmap
+    width = DEFAULTS["nmap_build_service_parallelism"]
+    ports = min(width, 200)  # 200 listeners and their connections stay well below the usual 1024 descriptors
+    one_round = service_scan_seconds(nmap, 1)
+    rounds = math.ceil(ports / width)
+    many = service_scan_seconds(nmap, ports)
+    assert many < (rounds + 1) * one_round, (
+        f"{ports} silent ports took {many} s, one took {one_round} s: more than {rounds} wait round(s) of "
+        f"{width} ports in flight (stock at -T4: {math.ceil(ports / 30)} rounds)")
+
+    stock_width = 20
+    capped_ports = 3 * stock_width
+    capped = service_scan_seconds(nmap, capped_ports, "--max-parallelism", str(stock_width))
+    assert capped > (math.ceil(capped_ports / stock_width) - 1) * one_round, (
+        f"{capped_ports} silent ports, {stock_width} at a time, took only {capped} s (one port: {one_round} s)")
+
+
+def test_nse_timeout_cap_ends_a_receive_without_timeout(built_nmap, tmp_path):
+    """A script that sets no timeout (-1) or a very long one and receives on a silent port gives up at the
+    build's cap (stock nmap waits until --script-timeout ends the script, and reports nothing)."""
+    _, nmap = built_nmap
+    cap = DEFAULTS["nmap_build_nse_timeout_cap_ms"]
+    xml = tmp_path / "out.xml"
+    proc = isolated(["python3", str(SILENT_PORTS), "--count", "1", "--", str(nmap), "-n", "--script", str(TIMEOUT_CAP),
+                     "--script-args", "scanfleet.port={ports}", "--script-timeout", f"{max(30, 4 * cap // 1000)}s",
+                     "-oX", str(xml)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    script = ET.parse(xml).find("prescript/script[@id='scanfleet-timeout-cap']")
+    assert script is not None, f"the script reported nothing (did a receive wait for ever?): {proc.stdout[-2000:]}"
+    results = {}
+    for item in script.get("output").split(";"):
+        fields = dict(field.split("=", 1) for field in item.split())
+        results[int(fields["timeout"])] = (fields["status"], int(fields["ms"]))
+    assert set(results) == {-1, 3600000}, results
+    for timeout, (status, ms) in results.items():
+        assert status == "TIMEOUT", (timeout, status)
+        assert cap - 50 <= ms < 2 * cap, f"set_timeout({timeout}): gave up after {ms} ms, the cap is {cap} ms"

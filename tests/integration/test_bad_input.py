@@ -75,15 +75,15 @@ def test_unsupported_os(host, os_release):
 
 @pytest.mark.parametrize(("extra", "expected"), [
     (["-e", "nmap_build_service_wait_ms=abc"],
-     "nmap_build_service_wait_ms"),
+     "argument 'nmap_build_service_wait_ms' is of type str and we were unable to convert to int"),
     (["-e", "nmap_build_source=archive"],
      "'archive' needs nmap_build_archive and nmap_build_sha256"),
     (["-e", "nmap_build_source=unknown"],
-     "nmap_build_source"),
+     "value of nmap_build_source must be one of: upstream, archive, debian, got: unknown"),
     (["-e", '{"nmap_probes_rules": ["tests/fixtures/probes/missing-delimiter.probes"]}'],
      "missing-delimiter.probes:3: match half-open: unterminated p/"),
     (["-e", '{"nmap_probes_rules": ["tests/fixtures/probes/bad-regex.probes"]}'],
-     "bad-regex.probes:"),
+     "bad-regex.probes:4: regex of broken does not compile: missing ), unterminated subpattern"),
 ], ids=["wrong-type", "missing-variable", "bad-choice", "probe-rule-syntax", "probe-rule-regex"])
 def test_bad_variables(host, extra, expected):
     result = provision(host, *extra)

@@ -1,11 +1,11 @@
 """Lab tests: the custom probe rules (files/probes/*.probes) against the lab's target hosts.
 
 Needs the target hosts up (``lab/targets.sh up``) and a patched nmap; skips, saying which is missing,
-otherwise.  Every rule of every rule file must have a case in CASES (a target port that the rule is
-verified against): the patched nmap scans that port with the merged probes file and ``--version-trace``,
-and the test checks the service, product (and version and info where the rule sets them), that the match
-is our rule at the probe the rule sits under, and that nmap sent no probe after that one.  Silent ports and
-the port that closes at once are checked too.
+otherwise (under CI=true it fails instead). Every rule of every rule file must have a case in CASES (a target
+port that the rule is verified against): the patched nmap scans that port with the merged probes file and
+``--version-trace``, and the test checks the service, product (and version and info where the rule sets them),
+that the match is our rule at the probe the rule sits under, and that nmap sent no probe after that one.
+Silent ports and the port that closes at once are checked too.
 
 Safety: only the target hosts' lab addresses (10.77.0.101-119, from inventory/lab/targets.yml) are scanned.
 """
@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from scanfleet import probes
-from tests.conftest import ROOT
+from tests.conftest import ROOT, unavailable
 
 pytestmark = pytest.mark.lab
 
@@ -120,7 +120,7 @@ def targets() -> dict[str, dict]:
     hosts = load_targets()
     down = [name for name, hv in hosts.items() if not port_open(hv["ansible_host"], 22)]
     if down:
-        pytest.skip(f"target hosts not up: {', '.join(down)} (run: lab/targets.sh up)")
+        unavailable(f"target hosts not up: {', '.join(down)} (run: lab/targets.sh up)")
     return hosts
 
 
@@ -166,7 +166,7 @@ def patched_nmap(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         out = subprocess.run([str(copy / "nmap"), "--version"], capture_output=True, text=True, check=False)
         if out.returncode == 0:
             return copy / "nmap", copy / "share"
-    pytest.skip(f"no patched nmap{' at ' + chosen if chosen else ''}: build one (pytest -m build), provision a "
+    unavailable(f"no patched nmap{' at ' + chosen if chosen else ''}: build one (pytest -m build), provision a "
                 "scanner host (make provision) or set SCANFLEET_LAB_NMAP_PREFIX")
 
 

@@ -12,7 +12,6 @@ import csv
 import ipaddress
 import json
 import re
-import shutil
 import subprocess
 import tracemalloc
 import xml.etree.ElementTree as ET
@@ -31,12 +30,6 @@ CUT = FIXTURES / "shard-cut" / "scan.xml"
 COMPLETE = [SHARD_A, SHARD_B, SHARD_C]
 ALL = [*COMPLETE, KILLED, CUT]
 
-DTD = merge.find_nmap_file("nmap.dtd")
-XSL = merge.find_nmap_file("nmap.xsl")
-needs_xmllint = pytest.mark.skipif(shutil.which("xmllint") is None or DTD is None,
-                                   reason="xmllint (libxml2-utils) or nmap.dtd not available")
-needs_xsltproc = pytest.mark.skipif(shutil.which("xsltproc") is None or XSL is None,
-                                    reason="xsltproc or nmap.xsl not available")
 
 
 # ---- independent reading of the inputs (the test oracle) -------------------------------------------
@@ -98,8 +91,8 @@ def extraports_ports(host: ET.Element) -> dict[tuple[str, int], str]:
     return ports
 
 
-def xmllint_ok(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["xmllint", "--noout", "--dtdvalid", str(DTD), str(path)],
+def xmllint_ok(path: Path, dtd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["xmllint", "--noout", "--dtdvalid", str(dtd), str(path)],
                           capture_output=True, text=True, check=False)
 
 
@@ -133,14 +126,13 @@ def test_fixtures_are_what_the_tests_need():
 
 # ---- merge ---------------------------------------------------------------------------------------
 
-@needs_xmllint
 @pytest.mark.parametrize("inputs", [ALL, [SHARD_B, SHARD_A], [KILLED], [CUT, SHARD_C]],
                          ids=["all", "b-a", "killed", "cut-c"])
-def test_merged_xml_validates_against_nmap_dtd(tmp_path, inputs):
+def test_merged_xml_validates_against_nmap_dtd(tmp_path, inputs, nmap_dtd):
     out = tmp_path / "merged.xml"
-    result = merge.merge(inputs, out, dtd=DTD)
+    result = merge.merge(inputs, out, dtd=nmap_dtd)
     assert result.validated
-    proc = xmllint_ok(out)
+    proc = xmllint_ok(out, nmap_dtd)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -467,11 +459,11 @@ def expected_rows(merged_xml: Path) -> list[dict]:
 
 
 @pytest.fixture
-def reports(tmp_path):
+def reports(tmp_path, nmap_xsl):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     result = merge.merge(ALL, out_dir / "merged.xml")
-    summary = report.write_reports(out_dir / "merged.xml", out_dir, result.to_dict(), xsl=XSL)
+    summary = report.write_reports(out_dir / "merged.xml", out_dir, result.to_dict(), xsl=nmap_xsl)
     return out_dir, result, summary
 
 
@@ -536,7 +528,6 @@ def test_summary_counts_and_shard_times(reports):
     assert f"open ports: {len(open_rows)}" in text
 
 
-@needs_xsltproc
 def test_html_report_is_produced(reports):
     out_dir, _, summary = reports
     html = (out_dir / "merged.html").read_text()
@@ -548,7 +539,7 @@ def test_html_report_is_produced(reports):
 
 # ---- command line --------------------------------------------------------------------------------
 
-def test_cli_merge_then_summary(tmp_path, capsys):
+def test_cli_merge_then_summary(tmp_path, capsys, nmap_dtd, nmap_xsl):
     out_dir = tmp_path / "out"
     rc = cli.main(["merge", "shards", "--out", str(out_dir), "--label", f"web={SHARD_B}",
                    *map(str, [SHARD_A, SHARD_B, SHARD_C])])
@@ -556,12 +547,10 @@ def test_cli_merge_then_summary(tmp_path, capsys):
     assert rc == 0
     for name in ("merged.xml", "merged.json", "merged.csv", "summary.json"):
         assert (out_dir / name).is_file(), name
-    if XSL is not None and shutil.which("xsltproc"):
-        assert (out_dir / "merged.html").is_file()
+    assert (out_dir / "merged.html").is_file()
     summary = json.loads((out_dir / "summary.json").read_text())
     assert [s["label"] for s in summary["shards"]] == ["shard-a", "web", "shard-c"]
-    if DTD is not None and shutil.which("xmllint"):
-        assert summary["validated"] is True
+    assert summary["validated"] is True
     assert cli.main(["merge", "summary", str(out_dir)]) == 0
     assert capsys.readouterr().out == printed
     assert "web" in printed and "hosts:" in printed

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from scanfleet import ScanfleetError, cli, probes
-from tests.conftest import ROOT, nmap_source_tree
+from tests.conftest import ROOT, nmap_source_tree, unavailable
 
 FIXTURES = ROOT / "tests" / "fixtures" / "probes"
 SEED = ROOT / "files" / "probes" / "seed.probes"
@@ -70,11 +70,11 @@ def merged(stock: probes.ProbesFile, seed: probes.RuleFile) -> probes.MergeResul
 
 @pytest.fixture(scope="module")
 def nmap_ns() -> str:
-    """The stock nmap, if it exists and a network namespace can be made here (else skip)."""
+    """The stock nmap, if it exists and a network namespace can be made here (else skip; under CI=true, fail)."""
     if not Path(NMAP).is_file() or not shutil.which("unshare") or not shutil.which("ip"):
-        pytest.skip(f"needs {NMAP}, unshare and ip")
+        unavailable(f"needs {NMAP}, unshare and ip (Debian packages nmap, util-linux, iproute2)")
     if subprocess.run(["unshare", "--net", "true"], capture_output=True, check=False).returncode != 0:
-        pytest.skip("cannot create a network namespace here")
+        unavailable("cannot create a network namespace here (unshare --net; needs root)")
     return NMAP
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from scanfleet import ScanfleetError, collect, jobs, merge
+from scanfleet import ScanfleetError, collect, jobs
 from scanfleet import plan as runplan
 from scanfleet import report as runreport
 from scanfleet import state as runstate
@@ -30,7 +30,6 @@ from scanfleet.targets import parse_targets, plan_targets
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "xml"
 XML = {name: FIXTURES / name / "scan.xml" for name in ("shard-a", "shard-b", "shard-c", "shard-killed",
                                                      "shard-cut")}
-DTD = merge.find_nmap_file("nmap.dtd")
 NOW = 1_795_255_900.0
 OPTIONS = ["--privileged", "-T4", "-sS", "-sV", "-v"]
 
@@ -291,7 +290,7 @@ def test_coverage_reports_duplicates_and_what_is_missing(tmp_path):
 # ---- a whole run: plan, record, reassign, merge ------------------------------------------------------------
 
 
-def test_a_run_with_a_killed_scanner_ends_complete_with_each_host_once(tmp_path):
+def test_a_run_with_a_killed_scanner_ends_complete_with_each_host_once(tmp_path, nmap_dtd):
     """Round 1: a's shard 127.0.0.5-8 is killed after two hosts (shard-killed), b finishes 127.0.0.4 and
     127.0.0.10 (shard-c). Round 2 hands exactly the rest, 127.0.0.7-8, to b, the surviving host. The merge
     holds every reported host once and the report says what is still missing."""
@@ -316,7 +315,7 @@ def test_a_run_with_a_killed_scanner_ends_complete_with_each_host_once(tmp_path)
     assert [(x.id, x.host, x.lines) for x in rp.new] == [("003-b", "b", ["127.0.0.7-8"])]
     runstate.save_state(tmp_path / state.run_id, state)
 
-    report = runreport.report_run(results=tmp_path, run_id=state.run_id, dtd=str(DTD) if DTD else None)
+    report = runreport.report_run(results=tmp_path, run_id=state.run_id, dtd=str(nmap_dtd))
     merged = (tmp_path / state.run_id / "merged.xml").read_text()
     hosts = re.findall(r'<address addr="([0-9.]+)" addrtype="ipv4"', merged)
     assert sorted(hosts) == ["127.0.0.4", "127.0.0.5", "127.0.0.6"]  # each reported host once
@@ -324,9 +323,8 @@ def test_a_run_with_a_killed_scanner_ends_complete_with_each_host_once(tmp_path)
     assert not report["complete"] and report["missing"] == "127.0.0.7-127.0.0.8"
     assert report["inputs"] == ["001-a", "002-b"] and report["changed"]
     assert "coverage: 4/6 addresses (66.7%); missing: 127.0.0.7-127.0.0.8, no duplicates" in report["lines"]
-    if DTD is not None and shutil.which("xmllint"):
-        assert report["validated"]
-    again = runreport.report_run(results=tmp_path, run_id=state.run_id, dtd=str(DTD) if DTD else None)
+    assert report["validated"]
+    again = runreport.report_run(results=tmp_path, run_id=state.run_id, dtd=str(nmap_dtd))
     assert not again["changed"] and again["lines"] == report["lines"]
 
 
