@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: scanfleet_scan_record
+module: scan_record
 short_description: Record what the scanner hosts' nmap jobs left, per shard, in the run's state
 description:
   - "Thin adapter over C(scanfleet.run.record_run). Run it on the controller (C(delegate_to: localhost),
@@ -13,31 +13,22 @@ description:
     (complete XML), partial (truncated XML or nmap error: the hosts it fully reports are kept, the rest is
     planned again), failed or lost (nothing usable came back). Returns the hosts that get no more work in
     this playbook run (stalled, timed out, died, unreachable)."
+extends_documentation_fragment:
+  - scanfleet.fleet.controller
+  - scanfleet.fleet.run
+  - scanfleet.fleet.run.session
 options:
-  results_dir:
-    description: "Controller directory holding one directory per run."
-    type: path
-    required: true
-  run_id:
-    description: "Run id."
-    type: str
-    required: true
-  session:
-    description: "Id of this playbook run."
-    type: str
-    required: true
   outcomes:
     description: "Per attempt: id, outcome, detail, versiondb, files (name -> sha256 on the host)."
     type: list
     elements: dict
     required: true
-author: scanfleet
 """
 
 EXAMPLES = r"""
 - name: Record the round
-  scanfleet_scan_record:
-    results_dir: "{{ playbook_dir }}/../results"
+  scanfleet.fleet.scan_record:
+    results_dir: /srv/scanfleet/results
     run_id: demo
     session: "20261121T101500Z"
     outcomes: [{id: 001-scanner1, outcome: finished, files: {scan.xml: "9f86d0..."}}]
@@ -46,18 +37,53 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-recorded: {description: Ids of the attempts recorded now., type: list, returned: success}
-lost_hosts: {description: Host -> why it gets no more work in this playbook run., type: dict, returned: success}
-notes: {description: What happened, for people., type: list, returned: success}
-covered: {description: Addresses scanned for good so far., type: int, returned: success}
-missing: {description: Addresses not covered yet., type: int, returned: success}
-total: {description: Target addresses., type: int, returned: success}
-pending: {description: Attempts still assigned (not recorded)., type: list, returned: success}
-statuses: {description: Attempt id -> status., type: dict, returned: success}
+recorded:
+  description: Ids of the attempts recorded now.
+  type: list
+  elements: str
+  returned: success
+  sample: [001-scanner1, 002-scanner2]
+lost_hosts:
+  description: Host -> why it gets no more work in this playbook run.
+  type: dict
+  returned: success
+  sample: {scanner2: "stalled: ended: no progress (stall timeout)"}
+notes:
+  description: What the recording noted, for people (also given as warnings).
+  type: list
+  elements: str
+  returned: success
+  sample: ["002-scanner2: scan.xml truncated: 3 complete hosts kept, the rest is planned again"]
+covered:
+  description: Addresses scanned for good so far.
+  type: int
+  returned: success
+  sample: 19
+missing:
+  description: Addresses not covered yet.
+  type: int
+  returned: success
+  sample: 0
+total:
+  description: Target addresses.
+  type: int
+  returned: success
+  sample: 19
+pending:
+  description: Attempts still assigned (not recorded).
+  type: list
+  elements: str
+  returned: success
+  sample: []
+statuses:
+  description: Attempt id -> its status (assigned, finished, partial, failed, lost).
+  type: dict
+  returned: success
+  sample: {001-scanner1: finished, 002-scanner2: finished}
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.scanfleet_adapter import load, user_errors
+from ansible_collections.scanfleet.fleet.plugins.module_utils.adapter import load, user_errors
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: scanfleet_scan_report
+module: scan_report
 short_description: Merge a scan run's nmap XML into one validated report and summarise the run
 description:
   - "Thin adapter over C(scanfleet.run.report_run), which uses C(scanfleet.nmapxml.merge) and
@@ -16,15 +16,10 @@ description:
     C(summary.txt). Skipped (no change) when the inputs did not change since the last merge."
   - "Returns the summary lines (hosts up, open ports, identified and unidentified services, time per shard,
     coverage, what happened) and whether the run covers every target exactly once."
+extends_documentation_fragment:
+  - scanfleet.fleet.controller
+  - scanfleet.fleet.run
 options:
-  results_dir:
-    description: "Controller directory holding one directory per run."
-    type: path
-    required: true
-  run_id:
-    description: "Run id."
-    type: str
-    required: true
   dtd:
     description: "nmap.dtd to validate the merged XML with; empty: not validated (a note says so)."
     type: path
@@ -33,13 +28,12 @@ options:
     description: "nmap.xsl for merged.html; empty: no HTML."
     type: path
     default: ""
-author: scanfleet
 """
 
 EXAMPLES = r"""
 - name: Merge and summarise
-  scanfleet_scan_report:
-    results_dir: "{{ playbook_dir }}/../results"
+  scanfleet.fleet.scan_report:
+    results_dir: /srv/scanfleet/results
     run_id: demo
     dtd: /usr/share/nmap/nmap.dtd
     xsl: /usr/share/nmap/nmap.xsl
@@ -48,20 +42,84 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-merged: {description: Path of merged.xml., type: str, returned: success}
-summary: {description: The content of summary.json (None when nothing could be merged)., type: dict, returned: success}
-lines: {description: The summary as text lines., type: list, returned: success}
-complete: {description: Every target address is covered exactly once., type: bool, returned: success}
-covered: {description: Addresses covered., type: int, returned: success}
-total: {description: Target addresses., type: int, returned: success}
-missing: {description: The addresses not covered, as text., type: str, returned: success}
-duplicates: {description: Addresses covered twice, as text., type: str, returned: success}
-validated: {description: merged.xml was validated against the DTD., type: bool, returned: success}
-inputs: {description: Labels (attempt ids) of the merged inputs., type: list, returned: success}
+run_id:
+  description: The run id.
+  type: str
+  returned: success
+  sample: demo
+dir:
+  description: The run's directory on the controller.
+  type: str
+  returned: success
+  sample: /srv/scanfleet/results/demo
+merged:
+  description: Path of merged.xml.
+  type: str
+  returned: success
+  sample: /srv/scanfleet/results/demo/merged.xml
+summary:
+  description: The content of summary.json (null when nothing could be merged).
+  type: dict
+  returned: success
+  sample:
+    merged_xml: merged.xml
+    files: {json: merged.json, csv: merged.csv, html: merged.html, summary: summary.json}
+    rows: 23
+    validated: true
+    hosts: {up: 4, down: 15, total: 19}
+    open_ports: 23
+    identified: {count: 21, by_service: {http: 9, ssh: 4}}
+    unidentified: {count: 2, by_service: {unknown: 2}}
+    notes: []
+lines:
+  description: The summary as text lines.
+  type: list
+  elements: str
+  returned: success
+  sample:
+    - "run demo (fingerprint 5d41402abc4b): 19 target addresses"
+    - "coverage: 19/19 addresses (100.0%), none missing, no duplicates"
+    - "attempts: 3 finished"
+complete:
+  description: Every target address is covered exactly once.
+  type: bool
+  returned: success
+  sample: true
+covered:
+  description: Addresses covered.
+  type: int
+  returned: success
+  sample: 19
+total:
+  description: Target addresses.
+  type: int
+  returned: success
+  sample: 19
+missing:
+  description: The addresses not covered, as text (empty when none).
+  type: str
+  returned: success
+  sample: ""
+duplicates:
+  description: Addresses covered twice, as text (empty when none).
+  type: str
+  returned: success
+  sample: ""
+validated:
+  description: merged.xml was validated against the DTD.
+  type: bool
+  returned: success
+  sample: true
+inputs:
+  description: Labels (attempt ids) of the merged inputs.
+  type: list
+  elements: str
+  returned: success
+  sample: [001-scanner1, 002-scanner2, 003-scanner3]
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.scanfleet_adapter import load, user_errors
+from ansible_collections.scanfleet.fleet.plugins.module_utils.adapter import load, user_errors
 
 
 def main() -> None:

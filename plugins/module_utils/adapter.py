@@ -1,8 +1,8 @@
 """Shared by scanfleet's controller-side modules, thin adapters over the scanfleet package: import the package
 (failing the task with the fix when it is not importable) and turn its errors into task failures.
 
-Modules import it as ``ansible.module_utils.scanfleet_adapter`` (``module_utils = plugins/module_utils`` in
-ansible.cfg and in every molecule scenario's config).
+Modules import it as ``ansible_collections.scanfleet.fleet.plugins.module_utils.adapter`` (the repository is
+the collection scanfleet.fleet; see collections_path in ansible.cfg).
 """
 
 from __future__ import annotations
