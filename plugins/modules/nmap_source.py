@@ -162,7 +162,7 @@ def main() -> None:
                                  mirror=p["mirror"])
     result = source.to_dict()
     result["build_id"] = sources.build_id(p["version"], [f.sha256 for f in source.files], p["patches"],
-                                  p["configure_args"])
+                                          p["configure_args"])
     module.exit_json(changed=False, **result)
 
 
