@@ -10,6 +10,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 
+# The argument specs of the options documented once in plugins/doc_fragments/run.py (scanfleet.fleet.run and
+# scanfleet.fleet.run.session).
+RUN_OPTIONS = {"results_dir": {"type": "path", "required": True}, "run_id": {"type": "str", "required": True}}
+SESSION_OPTION = {"session": {"type": "str", "required": True}}
+
 NOT_IMPORTABLE = ("the scanfleet package is not importable ({exc}): run ansible from the project's virtualenv "
                   "(make venv; . .venv/bin/activate)")
 

@@ -217,15 +217,20 @@ resolved:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.scanfleet.fleet.plugins.module_utils.adapter import load, user_errors
+from ansible_collections.scanfleet.fleet.plugins.module_utils.adapter import (
+    RUN_OPTIONS,
+    SESSION_OPTION,
+    load,
+    user_errors,
+)
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "results_dir": {"type": "path", "required": True},
+            **RUN_OPTIONS,
             "run_id": {"type": "str", "default": ""},
-            "session": {"type": "str", "required": True},
+            **SESSION_OPTION,
             "round": {"type": "int", "default": 1},
             "targets": {"type": "list", "elements": "str", "default": []},
             "targets_files": {"type": "list", "elements": "path", "default": []},

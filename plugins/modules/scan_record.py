@@ -83,15 +83,19 @@ statuses:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.scanfleet.fleet.plugins.module_utils.adapter import load, user_errors
+from ansible_collections.scanfleet.fleet.plugins.module_utils.adapter import (
+    RUN_OPTIONS,
+    SESSION_OPTION,
+    load,
+    user_errors,
+)
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "results_dir": {"type": "path", "required": True},
-            "run_id": {"type": "str", "required": True},
-            "session": {"type": "str", "required": True},
+            **RUN_OPTIONS,
+            **SESSION_OPTION,
             "outcomes": {"type": "list", "elements": "dict", "required": True},
         },
         supports_check_mode=True,

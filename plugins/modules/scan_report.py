@@ -119,14 +119,13 @@ inputs:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.scanfleet.fleet.plugins.module_utils.adapter import load, user_errors
+from ansible_collections.scanfleet.fleet.plugins.module_utils.adapter import RUN_OPTIONS, load, user_errors
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "results_dir": {"type": "path", "required": True},
-            "run_id": {"type": "str", "required": True},
+            **RUN_OPTIONS,
             "dtd": {"type": "path", "default": ""},
             "xsl": {"type": "path", "default": ""},
         },
