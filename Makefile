@@ -41,8 +41,11 @@ $(BIN)/scanfleet: requirements.txt constraints.txt pyproject.toml | .cache/deps.
 	$(BIN)/pip install -q --no-deps -e .
 	@touch $@
 
+# The clone is the collection scanfleet.fleet: this link makes its FQCNs resolve (collections_path in ansible.cfg).
+COLLECTION_LINK := .cache/collections/ansible_collections/scanfleet/fleet
 venv: $(BIN)/scanfleet
-	@mkdir -p $(HOME) $(ANSIBLE_LOCAL_TEMP)
+	@mkdir -p $(HOME) $(ANSIBLE_LOCAL_TEMP) $(dir $(COLLECTION_LINK))
+	ln -sfn ../../../.. $(COLLECTION_LINK)
 
 lint: venv
 	$(BIN)/ruff check .

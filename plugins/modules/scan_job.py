@@ -90,7 +90,7 @@ options:
   script_args:
     description:
       - "NSE script arguments (O(state=started)), in the syntax of nmap's C(--script-args-file) (the
-        C(scanfleet_script_args) filter renders them from a mapping). Written to C(script-args) in the
+        C(scanfleet.fleet.script_args) filter renders them from a mapping). Written to C(script-args) in the
         attempt's directory (root:O(group) mode 0640) and passed with C(--script-args-file), so the values are
         on no command line; the supervisor removes the file when nmap ends. Never logged (C(no_log))."
     type: str

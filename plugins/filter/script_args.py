@@ -1,8 +1,8 @@
 """Ansible filters, thin adapters over the scanfleet package (scanfleet.scriptargs).
 
-  nmap_scan_script_args | scanfleet_script_args         the --script-args-file text ('' when empty)
-  nmap_scan_script_args | scanfleet_script_arg_names    the argument names, sorted (what a run records)
-  options | scanfleet_check_script_options(args)        the options, or an error when they would leak args
+  nmap_scan_script_args | scanfleet.fleet.script_args             the --script-args-file text ('' when empty)
+  nmap_scan_script_args | scanfleet.fleet.script_arg_names        the argument names, sorted (what a run records)
+  options | scanfleet.fleet.check_script_options(args)            the options, or an error when they would leak args
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def check_script_options(options, args):
 class FilterModule:
     def filters(self):
         return {
-            "scanfleet_script_args": script_args,
-            "scanfleet_script_arg_names": script_arg_names,
-            "scanfleet_check_script_options": check_script_options,
+            "script_args": script_args,
+            "script_arg_names": script_arg_names,
+            "check_script_options": check_script_options,
         }

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: scanfleet_nmap_source
+module: nmap_source
 short_description: Fetch and verify an nmap source on the controller, and compute the build id
 description:
   - "Thin adapter over the C(scanfleet.source) package. Run it on the controller
     (C(delegate_to: localhost), C(run_once: true))."
   - Fetches the source once into O(cache), verifies it (sha256, GPG, Debian .dsc) before anything is
     unpacked, and returns the files to push to the hosts with their sha256, plus the build id.
+extends_documentation_fragment:
+  - scanfleet.fleet.controller
 options:
   kind:
     description: "upstream, archive or debian."
@@ -71,12 +73,11 @@ options:
     type: list
     elements: str
     default: []
-author: scanfleet
 """
 
 EXAMPLES = r"""
 - name: Fetch and verify the Debian source of nmap 7.95
-  scanfleet_nmap_source:
+  scanfleet.fleet.nmap_source:
     kind: debian
     version: "7.95"
     suite: trixie
@@ -86,15 +87,50 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-files: {description: Files to push (name, path on the controller, sha256)., type: list, returned: success}
-main: {description: The file to unpack (archive or .dsc)., type: str, returned: success}
-unpack: {description: How to unpack (tar or dpkg-source)., type: str, returned: success}
-verified_by: {description: Checks that passed., type: list, returned: success}
-build_id: {description: sha256 over version, source sums, patches and configure args., type: str, returned: success}
+kind:
+  description: The kind of source (O(kind)).
+  type: str
+  returned: success
+  sample: debian
+version:
+  description: The nmap version (O(version)).
+  type: str
+  returned: success
+  sample: "7.95"
+files:
+  description: Files to push to the hosts, each with its path on the controller and its sha256.
+  type: list
+  elements: dict
+  returned: success
+  sample:
+    - name: nmap_7.95+dfsg-3.dsc
+      path: /var/cache/scanfleet/nmap-build/debian-trixie/nmap_7.95+dfsg-3.dsc
+      sha256: 6c2b1e5a0d47f0b5e7b0c7b0a4d8d3c58a3f0e4f1a2b3c4d5e6f708192a3b4c5
+main:
+  description: The file to unpack on the host (the archive, or the C(.dsc)).
+  type: str
+  returned: success
+  sample: nmap_7.95+dfsg-3.dsc
+unpack:
+  description: How to unpack it, C(tar) or C(dpkg-source).
+  type: str
+  returned: success
+  sample: dpkg-source
+verified_by:
+  description: The checks that passed (C(sha256), C(gpg:FINGERPRINT), C(apt+dsc-sha256)).
+  type: list
+  elements: str
+  returned: success
+  sample: [apt+dsc-sha256]
+build_id:
+  description: sha256 over the version, the source files' sums, the rendered patches and the configure arguments.
+  type: str
+  returned: success
+  sample: 3f1d0c9e5b7a2d4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.scanfleet_adapter import load, user_errors
+from ansible_collections.scanfleet.fleet.plugins.module_utils.adapter import load, user_errors
 
 
 def main() -> None:
@@ -126,7 +162,7 @@ def main() -> None:
                                  mirror=p["mirror"])
     result = source.to_dict()
     result["build_id"] = sources.build_id(p["version"], [f.sha256 for f in source.files], p["patches"],
-                                  p["configure_args"])
+                                          p["configure_args"])
     module.exit_json(changed=False, **result)
 
 

@@ -1,14 +1,19 @@
 """Shared by scanfleet's controller-side modules, thin adapters over the scanfleet package: import the package
 (failing the task with the fix when it is not importable) and turn its errors into task failures.
 
-Modules import it as ``ansible.module_utils.scanfleet_adapter`` (``module_utils = plugins/module_utils`` in
-ansible.cfg and in every molecule scenario's config).
+Modules import it as ``ansible_collections.scanfleet.fleet.plugins.module_utils.adapter`` (the repository is
+the collection scanfleet.fleet; see collections_path in ansible.cfg).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+
+# The argument specs of the options documented once in plugins/doc_fragments/run.py (scanfleet.fleet.run and
+# scanfleet.fleet.run.session).
+RUN_OPTIONS = {"results_dir": {"type": "path", "required": True}, "run_id": {"type": "str", "required": True}}
+SESSION_OPTION = {"session": {"type": "str", "required": True}}
 
 NOT_IMPORTABLE = ("the scanfleet package is not importable ({exc}): run ansible from the project's virtualenv "
                   "(make venv; . .venv/bin/activate)")

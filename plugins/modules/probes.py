@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: scanfleet_probes
+module: probes
 short_description: Merge custom match rules into nmap-service-probes, or explain nmap's rejection of it
 description:
   - "Thin adapter over the C(scanfleet.probes) package. Runs on the controller (C(delegate_to: localhost))."
@@ -13,6 +13,8 @@ description:
     naming C(file:line), before anything reaches a host."
   - "With O(state=explained): fails with nmap's rejection O(nmap_message) of the merged file translated to
     the rule file's C(file:line) (give the same O(stock), O(rules) and options as for the merge)."
+extends_documentation_fragment:
+  - scanfleet.fleet.controller
 options:
   state:
     description: "merged, explained, or checked (parse and pre-check the rule files only, no stock file needed)."
@@ -52,12 +54,11 @@ options:
     description: "nmap's error output for O(state=explained)."
     type: str
     default: ""
-author: scanfleet
 """
 
 EXAMPLES = r"""
 - name: Merge the custom rules
-  scanfleet_probes:
+  scanfleet.fleet.probes:
     stock: /var/cache/scanfleet/stock.probes
     rules: [files/probes]
     dest: /var/cache/scanfleet/merged.probes
@@ -66,20 +67,43 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-sha256: {description: sha256 of the merged file., type: str, returned: state=merged}
-summary: {description: What the merge did., type: str, returned: state=merged}
-problems: {description: Warnings of the pre-check., type: list, returned: state=merged}
+sha256:
+  description: sha256 of the merged file.
+  type: str
+  returned: when state=merged
+  sample: 9b0c4d2e1f3a5b7c9d1e3f5a7b9c1d3e5f7a9b1c3d5e7f9a1b3c5d7e9f1a3b5c
+summary:
+  description: What the merge did.
+  type: str
+  returned: when state=merged
+  sample: "12 rule(s) from 2 file(s); Exclude dropped"
+problems:
+  description: Warnings of the pre-check of the rule files (C(file:line) and what is wrong).
+  type: list
+  elements: str
+  returned: when state=merged or state=checked
+  sample: ["services.probes:14: warning: cpe flag 'x': nmap knows only 'a'"]
+files:
+  description: The rule files found (directories expanded to their C(*.probes) files, in file-name order).
+  type: list
+  elements: str
+  returned: when state=checked
+  sample: [/srv/scanfleet/files/probes/seed.probes, /srv/scanfleet/files/probes/services.probes]
 check_command:
   description: argv that makes the host's nmap load the file in an isolated network namespace.
   type: list
-  returned: state=merged
+  elements: str
+  returned: when state=merged
+  sample: [unshare, --net, --, sh, -c, ip link set lo up && exec "$@", sh, /opt/scanfleet/nmap-current/bin/nmap,
+           -sV, -sT, --versiondb, /opt/scanfleet/probes/.incoming/nmap-service-probes, -Pn, -n, -p, "9",
+           --host-timeout, 60s, 127.0.0.1]
 """
 
 import hashlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.scanfleet_adapter import load, user_errors
+from ansible_collections.scanfleet.fleet.plugins.module_utils.adapter import load, user_errors
 
 
 def main() -> None:

@@ -1,13 +1,13 @@
 #!/usr/bin/python
-"""Ansible adapter over scanfleet.run: plan (or resume) a distributed scan run, on the controller."""
+"""Ansible adapter over scanfleet.plan: plan (or resume) a distributed scan run, on the controller."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: scanfleet_scan_plan
+module: scan_plan
 short_description: Plan or resume a distributed nmap scan run and shard it over the available scanners
 description:
-  - "Thin adapter over C(scanfleet.run.build_plan) and C(scanfleet.run.plan_run). Run it on the controller
+  - "Thin adapter over C(scanfleet.plan.build_plan) and C(scanfleet.plan.plan_run). Run it on the controller
     (C(delegate_to: localhost), C(run_once: true))."
   - "Parses the targets and exclusions (addresses, CIDRs, ranges, nmap octet ranges, hostnames resolved on
     the controller, files with comments), removes the scanners' own addresses unless O(include_scanners),
@@ -18,19 +18,18 @@ description:
     their host again when it is available, everything neither covered nor assigned is sharded over the
     O(available) hosts by capacity; writes the shards as nmap -iL files in C(RESULTS/RUN_ID/shards/)."
   - In check mode nothing is written; the plan is returned.
+extends_documentation_fragment:
+  - scanfleet.fleet.controller
+  - scanfleet.fleet.run
+  - scanfleet.fleet.run.session
 options:
-  results_dir:
-    description: "Controller directory holding one directory per run."
-    type: path
-    required: true
   run_id:
-    description: "Run id; empty: derived from the fingerprint of targets and options (C(scan-) + 12 hex)."
+    description:
+      - "Run id: the name of the run's directory under O(results_dir) and on the scanner hosts."
+      - "Empty: derived from the fingerprint of targets and options (C(scan-) + 12 hex digits)."
     type: str
+    required: false
     default: ""
-  session:
-    description: "Id of this playbook run (events in the state are tagged with it)."
-    type: str
-    required: true
   round:
     description: "Round number within this playbook run (1 = first)."
     type: int
@@ -96,13 +95,12 @@ options:
     type: list
     elements: str
     default: []
-author: scanfleet
 """
 
 EXAMPLES = r"""
 - name: Plan the run
-  scanfleet_scan_plan:
-    results_dir: "{{ playbook_dir }}/../results"
+  scanfleet.fleet.scan_plan:
+    results_dir: /srv/scanfleet/results
     session: "20261121T101500Z"
     targets: ["10.77.0.101-119"]
     scope: "{{ scanfleet_scope }}"
@@ -114,36 +112,125 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-run_id: {description: The run id (derived when none was given)., type: str, returned: success}
-dir: {description: The run's directory on the controller., type: str, returned: success}
-resumed: {description: The run existed (its state was found and matches)., type: bool, returned: success}
-fingerprint: {description: sha256 over target addresses and options., type: str, returned: success}
-total: {description: Number of target addresses., type: int, returned: success}
-covered: {description: Addresses already scanned for good., type: int, returned: success}
-todo: {description: Addresses neither covered nor still assigned before this round., type: int, returned: success}
-done: {description: Nothing left to scan or wait for., type: bool, returned: success}
+run_id:
+  description: The run id (derived when none was given).
+  type: str
+  returned: success
+  sample: scan-5d41402abc4b
+dir:
+  description: The run's directory on the controller.
+  type: str
+  returned: success
+  sample: /srv/scanfleet/results/scan-5d41402abc4b
+resumed:
+  description: The run existed (its state was found and matches).
+  type: bool
+  returned: success
+  sample: false
+fingerprint:
+  description: sha256 over the target addresses and the options.
+  type: str
+  returned: success
+  sample: 5d41402abc4b2a76b9719d911017c592a1b2c3d4e5f60718293a4b5c6d7e8f90
+total:
+  description: Number of target addresses.
+  type: int
+  returned: success
+  sample: 19
+covered:
+  description: Addresses already scanned for good.
+  type: int
+  returned: success
+  sample: 0
+todo:
+  description: Addresses neither covered nor still assigned before this round.
+  type: int
+  returned: success
+  sample: 19
+done:
+  description: Nothing is left to scan or to wait for.
+  type: bool
+  returned: success
+  sample: false
 assignments:
-  description: "Available host -> its attempts this round (id, family, ipv6, lines, size, status, round)."
+  description: "Available host -> its attempts this round (id, host, family, ipv6, lines, size, status, round)."
   type: dict
   returned: success
-new: {description: Ids of the attempts created this round., type: list, returned: success}
-reattached: {description: Ids of attempts handed again to their host (resume)., type: list, returned: success}
-lost: {description: Ids of attempts whose host is not available any more., type: list, returned: success}
-notes: {description: What happened, for people., type: list, returned: success}
-lines: {description: The plan as text lines (run, shards per host, notes)., type: list, returned: success}
-newly_unavailable: {description: Hosts unavailable since the last round (warned about)., type: dict, returned: success}
+  sample:
+    scanner1:
+      - id: 001-scanner1
+        host: scanner1
+        family: 4
+        ipv6: false
+        lines: [10.77.0.101-10.77.0.107]
+        size: 7
+        status: assigned
+        round: 1
+new:
+  description: Ids of the attempts created this round.
+  type: list
+  elements: str
+  returned: success
+  sample: [001-scanner1, 002-scanner2]
+reattached:
+  description: Ids of the attempts handed again to their host (resume).
+  type: list
+  elements: str
+  returned: success
+  sample: []
+lost:
+  description: Ids of the attempts whose host is not available any more.
+  type: list
+  elements: str
+  returned: success
+  sample: []
+notes:
+  description: What the planning noted this round, for people (shares handed to other hosts, lost attempts).
+  type: list
+  elements: str
+  returned: success
+  sample: ["scanner3 did not answer SSH within 30 s: gets no more of the targets in this run"]
+lines:
+  description: The plan as text lines (the run, the shards per host, the notes).
+  type: list
+  elements: str
+  returned: success
+  sample:
+    - "run scan-5d41402abc4b (new; fingerprint 5d41402abc4b): 19 target addresses (10.77.0.101-10.77.0.119),
+      0 scanned already"
+    - "scanner1: 001-scanner1 (new) 7 addresses: 10.77.0.101-10.77.0.107"
+newly_unavailable:
+  description: Hosts unavailable since the last round, with the reason (warned about).
+  type: dict
+  returned: success
+  sample: {scanner3: "did not answer SSH within 30 s"}
+scanners_excluded:
+  description: The scanners' own addresses left out of the targets, as text.
+  type: str
+  returned: success
+  sample: 10.77.0.11, 10.77.0.12
+resolved:
+  description: Hostname -> the addresses it resolved to on the controller (targets and exclusions).
+  type: dict
+  returned: success
+  sample: {www.example.internal: [10.77.0.101]}
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.scanfleet_adapter import load, user_errors
+from ansible_collections.scanfleet.fleet.plugins.module_utils.adapter import (
+    RUN_OPTIONS,
+    SESSION_OPTION,
+    load,
+    user_errors,
+)
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "results_dir": {"type": "path", "required": True},
+            **RUN_OPTIONS,
             "run_id": {"type": "str", "default": ""},
-            "session": {"type": "str", "required": True},
+            **SESSION_OPTION,
             "round": {"type": "int", "default": 1},
             "targets": {"type": "list", "elements": "str", "default": []},
             "targets_files": {"type": "list", "elements": "path", "default": []},

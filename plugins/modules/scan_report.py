@@ -1,0 +1,143 @@
+#!/usr/bin/python
+"""Ansible adapter over scanfleet.report: merge a run's results into one report, on the controller."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: scan_report
+short_description: Merge a scan run's nmap XML into one validated report and summarise the run
+description:
+  - "Thin adapter over C(scanfleet.report.report_run), which uses C(scanfleet.merge.merge) and
+    C(scanfleet.report.write_reports). Run it on the controller (C(delegate_to: localhost),
+    C(run_once: true))."
+  - "Merges the XML of every finished attempt and the complete hosts of every partial one into
+    C(RESULTS/RUN_ID/merged.xml), validated with C(xmllint --dtdvalid) against O(dtd), and writes
+    C(merged.json), C(merged.csv), C(merged.html) (C(xsltproc) with O(xsl)), C(summary.json) and
+    C(summary.txt). Skipped (no change) when the inputs did not change since the last merge."
+  - "Returns the summary lines (hosts up, open ports, identified and unidentified services, time per shard,
+    coverage, what happened) and whether the run covers every target exactly once."
+extends_documentation_fragment:
+  - scanfleet.fleet.controller
+  - scanfleet.fleet.run
+options:
+  dtd:
+    description: "nmap.dtd to validate the merged XML with; empty: not validated (a note says so)."
+    type: path
+    default: ""
+  xsl:
+    description: "nmap.xsl for merged.html; empty: no HTML."
+    type: path
+    default: ""
+"""
+
+EXAMPLES = r"""
+- name: Merge and summarise
+  scanfleet.fleet.scan_report:
+    results_dir: /srv/scanfleet/results
+    run_id: demo
+    dtd: /usr/share/nmap/nmap.dtd
+    xsl: /usr/share/nmap/nmap.xsl
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+run_id:
+  description: The run id.
+  type: str
+  returned: success
+  sample: demo
+dir:
+  description: The run's directory on the controller.
+  type: str
+  returned: success
+  sample: /srv/scanfleet/results/demo
+merged:
+  description: Path of merged.xml.
+  type: str
+  returned: success
+  sample: /srv/scanfleet/results/demo/merged.xml
+summary:
+  description: The content of summary.json (null when nothing could be merged).
+  type: dict
+  returned: success
+  sample:
+    merged_xml: merged.xml
+    files: {json: merged.json, csv: merged.csv, html: merged.html, summary: summary.json}
+    rows: 23
+    validated: true
+    hosts: {up: 4, down: 15, total: 19}
+    open_ports: 23
+    identified: {count: 21, by_service: {http: 9, ssh: 4}}
+    unidentified: {count: 2, by_service: {unknown: 2}}
+    notes: []
+lines:
+  description: The summary as text lines.
+  type: list
+  elements: str
+  returned: success
+  sample:
+    - "run demo (fingerprint 5d41402abc4b): 19 target addresses"
+    - "coverage: 19/19 addresses (100.0%), none missing, no duplicates"
+    - "attempts: 3 finished"
+complete:
+  description: Every target address is covered exactly once.
+  type: bool
+  returned: success
+  sample: true
+covered:
+  description: Addresses covered.
+  type: int
+  returned: success
+  sample: 19
+total:
+  description: Target addresses.
+  type: int
+  returned: success
+  sample: 19
+missing:
+  description: The addresses not covered, as text (empty when none).
+  type: str
+  returned: success
+  sample: ""
+duplicates:
+  description: Addresses covered twice, as text (empty when none).
+  type: str
+  returned: success
+  sample: ""
+validated:
+  description: merged.xml was validated against the DTD.
+  type: bool
+  returned: success
+  sample: true
+inputs:
+  description: Labels (attempt ids) of the merged inputs.
+  type: list
+  elements: str
+  returned: success
+  sample: [001-scanner1, 002-scanner2, 003-scanner3]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.scanfleet.fleet.plugins.module_utils.adapter import RUN_OPTIONS, load, user_errors
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            **RUN_OPTIONS,
+            "dtd": {"type": "path", "default": ""},
+            "xsl": {"type": "path", "default": ""},
+        },
+        supports_check_mode=True,
+    )
+    sfrun = load(module, "report")
+    p = module.params
+    with user_errors(module):
+        result = sfrun.report_run(results=p["results_dir"], run_id=p["run_id"], dtd=p["dtd"] or None,
+                                  xsl=p["xsl"] or None, write=not module.check_mode)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
