@@ -22,7 +22,9 @@ import time
 
 
 def job_model(directory: str):
-    """The job model the job's supervisor runs (scan_job copies it into the job's directory)."""
+    """The job model the job's supervisor runs (scan_job copies it into the job's directory). No bytecode is
+    written: a __pycache__ beside it would be a file in the job's directory that the job did not make."""
+    sys.dont_write_bytecode = True
     spec = importlib.util.spec_from_file_location("job_model", os.path.join(directory, "job_model.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
