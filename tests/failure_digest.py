@@ -24,6 +24,8 @@ ANSIBLE_FAILURE = re.compile(r"^(fatal|failed): \[")
 TASK = re.compile(r"^(TASK|RUNNING HANDLER) \[(?P<name>[^\]]*)")
 BLOCK_END = re.compile(r"^(TASK |PLAY |RUNNING HANDLER|ok: |changed: |skipping: |included: |fatal: |failed: "
                        r"|\.\.\.ignoring)")
+# molecule's last line per scenario: "default : actions=7 successful=7 disabled=0 skipped=0 missing=0 failed=0"
+SCENARIO_SUMMARY = re.compile(r"^\S+\s*: actions=\d+\s.*\bfailed=(?P<failed>\d+)")
 PYTEST_FAILURE = re.compile(r"^(FAILED|ERROR) \S+|^E\s{2,}\S")
 WIDTH = 900  # CI folds longer lines
 # fields of a failed result that tell nothing
@@ -65,6 +67,13 @@ def ansible_failures(lines: list[str]) -> list[list[str]]:
     return found
 
 
+def scenario_passed(lines: list[str]) -> bool:
+    """The log is of a molecule scenario that passed: the failures in it were expected (rescued by the
+    scenario's own blocks, e.g. the bad-input checks) and would only push the real ones out of the digest."""
+    counts = [int(m.group("failed")) for m in map(SCENARIO_SUMMARY.match, lines) if m]
+    return bool(counts) and not any(counts)
+
+
 def pytest_failures(lines: list[str]) -> list[list[str]]:
     return [[collapse([line])] for line in lines if PYTEST_FAILURE.match(line)]
 
@@ -76,6 +85,8 @@ def digest(log_dir: Path, max_lines: int) -> list[str]:
     logs = sorted(log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime) if log_dir.is_dir() else []
     for log in logs:
         lines = [clean(line) for line in log.read_text(encoding="utf-8", errors="replace").splitlines()]
+        if scenario_passed(lines):
+            continue
         blocks = ansible_failures(lines) + pytest_failures(lines)
         if not blocks:
             continue

@@ -68,3 +68,18 @@ def test_clean_logs_give_nothing(tmp_path):
     (tmp_path / "ok.log").write_text("TASK [x]\nok: [localhost]\n5 passed\n")
     assert digest(tmp_path, max_lines=24) == []
     assert digest(tmp_path / "missing", max_lines=24) == []
+
+
+PASSED = ("\x1b[32mdefault  \x1b[0m: \x1b[33mactions=7\x1b[0m  successful=7  disabled=0  skipped=0  missing=0  "
+          "failed=0\n")
+FAILED = "scan : actions=10  successful=9  disabled=0  skipped=0  missing=0  failed=1\n"
+
+
+def test_a_scenario_that_passed_gives_nothing_a_failed_one_its_tasks(tmp_path):
+    """A passed scenario's failed tasks were rescued on purpose (bad-input checks): left out, so that they cannot
+    push the real failure out of the digest; a failed scenario's are kept."""
+    framed = (LOGS / "molecule-framed.log").read_text()
+    (tmp_path / "molecule-default.log").write_text(framed + PASSED)
+    assert digest(tmp_path, max_lines=24) == []
+    (tmp_path / "molecule-scan.log").write_text(framed + FAILED)
+    assert digest(tmp_path, max_lines=24) == ["--- molecule-scan.log ---", FAILED_TASK, FAILED_RESULT]
