@@ -373,6 +373,16 @@ def test_a_scanner_that_dies_mid_scan_is_lost_and_its_shard_goes_to_the_survivor
     assert any("001-a on a: no answer for 21 s" in note and "4 addresses planned again" in note
                for note in result["notes"])
     state = runstate.load_state(tmp_path / state.run_id)
+    assert runreport.lost_scanner_lines(state) == ["a: no answer for 21 s: ssh: No route to host (unreachable) "
+                                                   "in attempt 001-a"]
+    summary = runreport.run_summary_lines(state, None)
+    assert summary[summary.index(next(x for x in summary if x.startswith("lost scanners"))) + 1] == (
+        "  a: no answer for 21 s: ssh: No route to host (unreachable) in attempt 001-a")
+    assert runreport.lost_scanner_lines(state) == ["a: no answer for 21 s: ssh: No route to host (unreachable) "
+                                                   "in attempt 001-a"]
+    summary = runreport.run_summary_lines(state, None)
+    assert summary[summary.index(next(x for x in summary if x.startswith("lost scanners"))) + 1] == (
+        "  a: no answer for 21 s: ssh: No route to host (unreachable) in attempt 001-a")
     rp = runplan.plan_round(state, weights={"a": 1, "b": 1}, available=["b"], unavailable=result["lost_hosts"],
                         session="s1", round_no=2, now=NOW)
     assert [(x.id, x.host, x.lines) for x in rp.new] == [("003-b", "b", ["127.0.0.5-8"])]
