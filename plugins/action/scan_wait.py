@@ -74,4 +74,8 @@ class ActionModule(ActionBase):
         result["outcomes"] = outcomes
         result["fetch"] = jobs.fetch_list(result["outcomes"])
         result["lost"] = jobs.host_lost(result["outcomes"])
+        if any(o["outcome"] == "unreachable" for o in outcomes):
+            # a call to this host may still be stuck in its abandoned thread: the action's cleanup must not
+            # make another remote call (removing a remote tmp dir) that would block in its turn
+            self._connection._shell.tmpdir = None
         return result
