@@ -10,6 +10,7 @@ plugin scanfleet.fleet.scan_wait calls it; :mod:`scanfleet.collect` records the 
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import re
 import threading
@@ -243,10 +244,11 @@ class BoundedCaller:
     def call(self, fn: Callable[..., Any], *args: Any) -> Answer:
         if not self.busy:
             done, box = threading.Event(), {}
+            context = contextvars.copy_context()  # the caller's context (Ansible keeps task state in it)
 
             def run() -> None:
                 try:
-                    box["value"] = fn(*args)
+                    box["value"] = context.run(fn, *args)
                 except BaseException as exc:  # handed to the waiting thread
                     box["error"] = exc
                 finally:
