@@ -3,7 +3,8 @@ TCP connection and never says a word (as a frozen VM behind its open port does):
 connect timeout of 60 s, the wait returns ``unreachable`` ("no answer for N s") within lost_after and a margin, and
 the play ends (the stuck call is abandoned in its thread; the worker process does not wait for it).
 
-The silent host is a listener on loopback started here and ended by its PID; no scan is run.
+The silent host is a listener on loopback in the test's own process, closed at the end; no scan is run. Nothing of the
+play may be left in its session afterwards but the abandoned ssh client, which ends with its connection.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from scanfleet.job_model import proc_stat
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -39,6 +42,16 @@ PLAYBOOK = """
         mode: "0600"
       delegate_to: localhost
 """
+
+
+def session(sid: int) -> list[tuple[int, str]]:
+    """(PID, command name) of the processes in session ``sid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        stat = proc_stat(int(entry.name)) if entry.name.isdigit() else None
+        if stat is not None and int(stat[1][3]) == sid:
+            found.append((int(entry.name), stat[0]))
+    return found
 
 
 def test_the_real_wait_returns_unreachable_within_lost_after_when_ssh_hangs(tmp_path):
@@ -69,19 +82,30 @@ def test_the_real_wait_returns_unreachable_within_lost_after_when_ssh_hangs(tmp_
                          encoding="utf-8")
     began = time.monotonic()
     try:
-        proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), str(tmp_path / "pb.yml")],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+        proc = subprocess.Popen([str(BIN / "ansible-playbook"), "-i", str(inventory), str(tmp_path / "pb.yml")],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        try:
+            stdout, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # by its PID
+            proc.communicate()
+            raise
         took = time.monotonic() - began
+        time.sleep(1)
+        # nothing of the play is left but the abandoned ssh client (it ends with its connection, below)
+        left = [p for p in session(proc.pid) if p[1] != "ssh"]
     finally:
         stop.set()
         thread.join(5)
         for conn in accepted:
             conn.close()
         listener.close()
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 0, stdout
+    assert left == [], left
     result = json.loads(out.read_text(encoding="utf-8"))
     assert [o["outcome"] for o in result["outcomes"]] == ["unreachable"] and result["lost"]
     assert result["outcomes"][0]["detail"].startswith("no answer for 3 s")
     assert result["fetch"] == []
     assert took < 3 + 15, took  # lost_after, and Ansible's own start-up and the second task
-    assert "the host is lost (no answer for 3 s)" in proc.stdout
+    assert "the host is lost (no answer for 3 s)" in stdout
