@@ -293,6 +293,7 @@ def wait_jobs(call: Callable[[str, list[str], dict[str, Any] | None], dict[str, 
     deadline = start + timeout + kill_grace + 3 * poll if timeout > 0 else None
 
     def lose(why: str) -> None:
+        why = " ".join(why.split())[:200]  # one line: it goes into the summary and the events
         detail = watch.detail() + (f": {why}" if why else "")
         for attempt_id in sorted(pending):
             outcomes[attempt_id] = unreachable_outcome(attempt_id, detail)

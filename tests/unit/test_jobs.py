@@ -308,3 +308,21 @@ def test_the_wait_keeps_polling_through_short_failures_and_records_the_outcomes(
     outcomes, _ = jobs.wait_jobs(call, [{"id": "001-s1"}], host="s1", show=lambda _line: None, poll=5,
                                  lost_after=30, transient=(ConnectionError,), clock=clock, sleep=sleep)
     assert [o["outcome"] for o in outcomes] == ["exited"]
+
+
+def test_a_host_that_only_fails_is_lost_after_lost_after_with_the_last_error_on_one_line():
+    clock = TickingClock()
+
+    def call(state, ids, extra):
+        clock.now += 1
+        raise ConnectionError("Failed to connect to the host via ssh: ssh: connect to host 10.77.0.52 port 22:\r\n"
+                              "No route to host")
+
+    def sleep(seconds):
+        clock.now += seconds
+
+    outcomes, _ = jobs.wait_jobs(call, [{"id": "002-s2"}], host="s2", show=lambda _line: None, poll=2,
+                                 lost_after=20, transient=(ConnectionError,), clock=clock, sleep=sleep)
+    assert [o["outcome"] for o in outcomes] == ["unreachable"]
+    assert outcomes[0]["detail"] == ("no answer for 21 s: Failed to connect to the host via ssh: ssh: connect to "
+                                     "host 10.77.0.52 port 22: No route to host")
