@@ -47,17 +47,33 @@ def record_attempt(state: RunState, attempt: Attempt, *, outcome: str, directory
     """
     directory = Path(directory)
     files: dict[str, str] = {}
+    fetch_problem = None
     for name, expected in sorted(remote_sha256.items()):
         if name not in FETCHED:
             raise ScanfleetError(f"attempt {attempt.id}: unexpected file {name!r}; expected {', '.join(FETCHED)}")
         path = directory / name
         if not path.is_file():
-            raise ScanfleetError(f"{path}: not fetched; re-run the same command to fetch it again")
+            fetch_problem = fetch_problem or f"fetch failed: {name} did not arrive"
+            continue
         actual = sha256_file(path)
         if actual != expected:
-            raise ScanfleetError(f"{path}: sha256 {actual} differs from {expected} on {attempt.host}; the copy "
-                                 "is damaged: re-run the same command to fetch it again")
+            fetch_problem = fetch_problem or (f"fetch failed: {name} has sha256 {actual}, {attempt.host} "
+                                              f"reported {expected}")
+            continue
         files[name] = actual
+    if fetch_problem is not None:
+        # A fetch that failed (after its retries) is not a result: nothing of the attempt is used, its
+        # addresses are planned again, and the host gets no more work in this playbook run.
+        attempt.files = {}
+        attempt.outcome = outcome
+        attempt.recorded = now
+        attempt.status = "failed"
+        attempt.kept = []
+        attempt.detail = f"{fetch_problem} ({outcome})" + (f"; {detail}" if detail else "")
+        text = (f"attempt {attempt.id} on {attempt.host}: {attempt.detail}; "
+                f"its {counted(attempt.size, 'address')} planned again")
+        state.event(session, text, now)
+        return [text]
     attempt.files = files
     attempt.outcome = outcome
     attempt.recorded = now
@@ -131,8 +147,11 @@ def record_run(*, results: str | Path, run_id: str, outcomes: Sequence[Mapping[s
                                 detail=item.get("detail"), versiondb=item.get("versiondb"),
                                 started=item.get("started"), ended=item.get("ended"))
         recorded.append(attempt.id)
-        if outcome in HOST_LOST_OUTCOMES:
-            lost_hosts[attempt.host] = f"{outcome} in attempt {attempt.id}"
+        if attempt.detail and attempt.detail.startswith("fetch failed"):
+            lost_hosts[attempt.host] = f"{attempt.detail} in attempt {attempt.id}"
+        elif outcome in HOST_LOST_OUTCOMES:
+            lost_hosts[attempt.host] = (f"{attempt.detail} ({outcome})" if outcome == "unreachable" and attempt.detail
+                                        else outcome) + f" in attempt {attempt.id}"
     state.updated = now
     if write and recorded:
         save_state(directory, state)

@@ -10,9 +10,12 @@ plugin scanfleet.fleet.scan_wait calls it; :mod:`scanfleet.collect` records the 
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from scanfleet.job_model import HOST_LOST_OUTCOMES, OUTCOMES, STATUSES, job_outcome, outcome_line
@@ -175,8 +178,183 @@ def host_lost(outcomes: Iterable[Mapping[str, Any]]) -> bool:
     return any(o["outcome"] in HOST_LOST_OUTCOMES for o in outcomes)
 
 
+# --------------------------------------------------------------------------------------------------
+# Contact: a scanner is lost when nothing it sends arrives for lost_after seconds
+
+
+class ContactWatch:
+    """When a scanner last answered. It counts as lost when nothing it sent arrived for ``lost_after``
+    seconds since its last answer (or since the watch began), whatever the transport does meanwhile:
+    a call that hangs, a call that fails, answers that stop. ``clock`` gives seconds (monotonic)."""
+
+    def __init__(self, lost_after: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if lost_after <= 0:
+            raise ValueError(f"lost_after must be > 0, got {lost_after}")
+        self.lost_after = float(lost_after)
+        self.clock = clock
+        self.last = clock()
+
+    def answered(self) -> None:
+        """Something the scanner sent arrived now."""
+        self.last = self.clock()
+
+    def silent_for(self) -> float:
+        return self.clock() - self.last
+
+    def remaining(self) -> float:
+        """Seconds left before the scanner counts as lost (0 once it is)."""
+        return max(0.0, self.lost_after - self.silent_for())
+
+    def lost(self) -> bool:
+        return self.silent_for() >= self.lost_after
+
+    def detail(self) -> str:
+        return f"no answer for {int(self.silent_for())} s"
+
+
+@dataclasses.dataclass
+class Answer:
+    """What a bounded call gave: ``value`` (it answered), ``error`` (it failed without an answer), or
+    neither, with ``lost`` set (nothing arrived before the watch said lost)."""
+
+    value: Any = None
+    error: BaseException | None = None
+    lost: bool = False
+
+
+class BoundedCaller:
+    """Runs one remote call at a time in a daemon thread and waits for it no longer than the
+    :class:`ContactWatch` allows. A call still outstanding is waited for again, never doubled (no second
+    call on the same connection); once the watch says lost, the stuck thread is abandoned (a daemon thread
+    does not keep the process from exiting). Exceptions of the ``transient`` types are a failed call without
+    an answer; any other exception is re-raised (the host answered, with an error)."""
+
+    def __init__(self, watch: ContactWatch, transient: tuple[type[BaseException], ...] = (),
+                 slice_seconds: float = 0.5) -> None:
+        self.watch = watch
+        self.transient = transient
+        self.slice = slice_seconds
+        self._done: threading.Event | None = None
+        self._box: dict[str, Any] = {}
+
+    @property
+    def busy(self) -> bool:
+        return self._done is not None and not self._done.is_set()
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Answer:
+        if not self.busy:
+            done, box = threading.Event(), {}
+            context = contextvars.copy_context()  # the caller's context (Ansible keeps task state in it)
+
+            def run() -> None:
+                try:
+                    box["value"] = context.run(fn, *args)
+                except BaseException as exc:  # handed to the waiting thread
+                    box["error"] = exc
+                finally:
+                    done.set()
+
+            self._done, self._box = done, box
+            threading.Thread(target=run, name="scanfleet-remote-call", daemon=True).start()
+        done, box = self._done, self._box
+        assert done is not None
+        while not done.wait(min(self.slice, max(self.watch.remaining(), 0.01))):
+            if self.watch.lost():
+                return Answer(lost=True)
+        self._done = None
+        if "error" in box:
+            if isinstance(box["error"], self.transient):
+                return Answer(error=box["error"], lost=self.watch.lost())
+            raise box["error"]
+        self.watch.answered()
+        return Answer(value=box["value"])
+
+
+def wait_jobs(call: Callable[[str, list[str], dict[str, Any] | None], dict[str, dict[str, Any]]],
+              attempts: list[Mapping[str, Any]], *, host: str, show: Callable[[str], None], poll: float = 10,
+              stall_timeout: float = 600, timeout: float = 0, kill_grace: float = 10, quiet_every: float = 60,
+              lost_after: float = 90, transient: tuple[type[BaseException], ...] = (),
+              clock: Callable[[], float] = time.monotonic,
+              sleep: Callable[[float], None] = time.sleep) -> tuple[list[dict[str, Any]], bool]:
+    """The wait of scanfleet.fleet.scan_wait on one host: poll the jobs (``call("status", ids, None)``), show
+    progress, end stalled or overdue jobs (``call("stopped", [id], {"reason": ..., "kill_grace": ...})``), until
+    every attempt has an outcome. Every call is bounded (:class:`BoundedCaller`): when nothing answered for
+    ``lost_after`` seconds, the pending attempts get the outcome ``unreachable`` ("no answer for N s") and the
+    wait returns at once. Returns (the outcomes in attempt order, whether a job was stopped)."""
+    watch = ContactWatch(lost_after, clock)
+    caller = BoundedCaller(watch, transient)
+    sizes = {a["id"]: int(a.get("size", 0)) for a in attempts}
+    watches = {a["id"]: StallWatch(stall_timeout) for a in attempts}
+    last_line: dict[str, tuple[str, float]] = {}
+    pending = {a["id"] for a in attempts}
+    outcomes: dict[str, dict] = {}
+    changed = False
+    start = clock()
+    deadline = start + timeout + kill_grace + 3 * poll if timeout > 0 else None
+
+    def lose(why: str) -> None:
+        why = " ".join(why.split())[:200]  # one line: it goes into the summary and the events
+        detail = watch.detail() + (f": {why}" if why else "")
+        for attempt_id in sorted(pending):
+            outcomes[attempt_id] = unreachable_outcome(attempt_id, detail)
+            show(f"{host} {attempt_id}: the host is lost ({detail}); its share goes to the other scanners")
+        pending.clear()
+
+    while pending:
+        answer = caller.call(call, "status", sorted(pending), None)
+        if answer.lost:
+            lose(str(answer.error or ""))
+            break
+        if answer.error is not None:
+            show(f"{host}: no answer ({answer.error}); trying again in {poll} s")
+            sleep(min(poll, watch.remaining()))
+            continue
+        statuses = answer.value
+        now = clock()
+        to_stop: dict[str, str] = {}
+        for attempt_id in sorted(pending):
+            status = statuses.get(attempt_id, {"state": "absent"})
+            outcome = job_outcome(status)
+            if outcome is not None:
+                outcomes[attempt_id] = attempt_outcome(attempt_id, outcome, status)
+                show(format_outcome(host, attempt_id, outcome, status))
+                continue
+            progress = parse_stats(status.get("tail") or "")
+            stall = watches[attempt_id]
+            quiet = stall.update(progress_signature(status, progress), now)
+            line = format_progress(host, attempt_id, sizes[attempt_id], status, progress, quiet_for=quiet)
+            shown, when = last_line.get(attempt_id, ("", 0.0))
+            if line != shown or now - when >= quiet_every:
+                show(line)
+                last_line[attempt_id] = (line, now)
+            if stall.stalled(now):
+                to_stop[attempt_id] = "stalled"
+            elif deadline is not None and now > deadline:
+                to_stop[attempt_id] = "timeout"
+        pending.difference_update(outcomes)
+        for attempt_id, reason in sorted(to_stop.items()):
+            show(f"{host} {attempt_id}: no progress for {int(watches[attempt_id].timeout)} s, ending its nmap by "
+                 "PID" if reason == "stalled" else
+                 f"{host} {attempt_id}: still running after the timeout, ending its nmap by PID")
+            answer = caller.call(call, "stopped", [attempt_id], {"reason": reason, "kill_grace": kill_grace})
+            if answer.lost:
+                lose(str(answer.error or ""))
+                break
+            if answer.error is not None:
+                show(f"{host} {attempt_id}: the stop got no answer ({answer.error}); trying again")
+                continue
+            status = answer.value.get(attempt_id, {"state": "dead"})
+            outcomes[attempt_id] = attempt_outcome(attempt_id, reason, status)
+            changed = True
+            pending.discard(attempt_id)
+        if pending:
+            sleep(min(poll, watch.remaining()))
+    return [outcomes[a["id"]] for a in attempts if a["id"] in outcomes], changed
+
+
 __all__ = [
-    "HOST_LOST_OUTCOMES", "OUTCOMES", "STATUSES", "Progress", "StallWatch", "attempt_outcome", "fetch_list",
+    "HOST_LOST_OUTCOMES", "OUTCOMES", "STATUSES", "Answer", "BoundedCaller", "ContactWatch", "Progress",
+    "StallWatch", "attempt_outcome", "fetch_list",
     "format_outcome", "format_progress", "host_lost", "job_outcome", "parse_stats", "progress_signature",
-    "unreachable_outcome",
+    "unreachable_outcome", "wait_jobs",
 ]

@@ -315,6 +315,21 @@ def report_digest(inputs: Sequence[tuple[str, Path]], state: RunState, extra: Se
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def lost_scanner_lines(state: RunState) -> list[str]:
+    """Each scanner lost in the run and why, one line per attempt it lost, e.g.
+    ``scanner2: no answer for 91 s (unreachable) in attempt 002-scanner2``."""
+    lines = []
+    for attempt in state.attempts:
+        fetch_failed = attempt.status == "failed" and (attempt.detail or "").startswith("fetch failed")
+        if attempt.status != "lost" and not fetch_failed:
+            continue
+        why = attempt.detail or "lost"
+        if attempt.outcome and f"({attempt.outcome})" not in why:
+            why += f" ({attempt.outcome})"
+        lines.append(f"{attempt.host}: {why} in attempt {attempt.id}")
+    return lines
+
+
 def run_summary_lines(state: RunState, summary: Mapping[str, Any] | None) -> list[str]:
     """The end-of-play summary: the merged report's figures, coverage and what happened in the run."""
     lines = [f"run {state.run_id} (fingerprint {state.fingerprint[:12]}): {counted(state.total, 'target address')}"]
@@ -331,6 +346,10 @@ def run_summary_lines(state: RunState, summary: Mapping[str, Any] | None) -> lis
         lines.append(f"  {attempt.id}: {attempt.status}, {counted(attempt.size, 'address')}, {took}"
                      + (f", {attempt.outcome}" if attempt.outcome and attempt.outcome != "finished" else "")
                      + (f" ({attempt.detail})" if attempt.detail else ""))
+    lost = lost_scanner_lines(state)
+    if lost:
+        lines.append("lost scanners (their late output is ignored; their jobs are ended at the next contact):")
+        lines.extend(f"  {line}" for line in lost)
     fallback = sorted({a.host for a in state.attempts if a.versiondb == ""})
     if fallback:
         lines.append(f"custom probes file missing on {', '.join(fallback)}: nmap's own nmap-service-probes "

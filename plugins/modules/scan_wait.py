@@ -18,11 +18,12 @@ description:
   - "A job whose progress (phase, percentage, hosts completed, hosts written to the XML) does not change for
     O(stall_timeout) seconds is ended by its recorded PID (M(scanfleet.fleet.scan_job) O(state=stopped)); so
     is a job still running O(timeout) seconds (plus grace) after the wait began (the host's supervisor normally
-    ends it first). A host that stops answering for O(stall_timeout) seconds gives the outcome
-    C(unreachable)."
+    ends it first). A host from which nothing arrives for O(lost_after) seconds gives the outcome
+    C(unreachable): each call runs in a thread waited for no longer than that."
   - "Rules (outcome, progress parsing, stall, the result) are in C(scanfleet.jobs): C(job_outcome),
-    C(parse_stats), C(progress_signature), C(StallWatch), C(fetch_list); the words of a job's state and
-    outcome are defined once in C(scanfleet.job_model) (the collection's C(module_utils/job_model.py))."
+    C(parse_stats), C(progress_signature), C(StallWatch), C(ContactWatch), C(wait_jobs), C(fetch_list); the
+    words of a job's state and outcome are defined once in C(scanfleet.job_model) (the collection's
+    C(module_utils/job_model.py))."
 options:
   run_id:
     description: "Run id."
@@ -57,6 +58,14 @@ options:
     description: "An unchanged progress line is printed again after this many seconds."
     type: int
     default: 60
+  lost_after:
+    description:
+      - "Seconds without an answer from the host (since its last answer, or since the wait began) after
+        which it counts as lost: its pending attempts get the outcome C(unreachable) (detail C(no answer for
+        N s)) and the wait returns at once. Every call to the host (status poll, stop) is bounded by it,
+        whatever the SSH connection does: a call that hangs is abandoned."
+    type: float
+    default: 90
 author: scanfleet
 """
 

@@ -307,15 +307,14 @@ PLAY = """\
 """
 
 
-def test_the_module_and_the_wait_run_a_job_on_a_host_with_its_own_python(place, ended, tmp_path):
-    """Through Ansible, as the role does: scan_job (run by the host's /usr/bin/python3, from AnsiballZ, which
-    is gone once it returns: the supervisor runs from its own copy) and the scan_wait action's result."""
+def run_play(tmp_path: Path, play: str) -> str:
+    """Run ``play`` on localhost with the host's /usr/bin/python3 and this clone as scanfleet.fleet; its output
+    (the play must succeed)."""
     collections = tmp_path / "collections" / "ansible_collections" / "scanfleet"
     collections.mkdir(parents=True)
     (collections / "fleet").symlink_to(ROOT)
     playbook = tmp_path / "play.yml"
-    playbook.write_text(PLAY.format(base=place / "runs", nmap=place / "nmap"))
-    ended[1].append(job_model.Job(str(place / "runs"), "r1", "001-a"))
+    playbook.write_text(play)
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(tmp_path / "collections"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="default",
                PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
@@ -324,8 +323,51 @@ def test_the_module_and_the_wait_run_a_job_on_a_host_with_its_own_python(place, 
                           timeout=300)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
+    return output
+
+
+def test_the_module_and_the_wait_run_a_job_on_a_host_with_its_own_python(place, ended, tmp_path):
+    """Through Ansible, as the role does: scan_job (run by the host's /usr/bin/python3, from AnsiballZ, which
+    is gone once it returns: the supervisor runs from its own copy) and the scan_wait action's result."""
+    ended[1].append(job_model.Job(str(place / "runs"), "r1", "001-a"))
+    output = run_play(tmp_path, PLAY.format(base=place / "runs", nmap=place / "nmap"))
     waited = json.loads(output.split("RESULT ", 1)[1].split(" END", 1)[0])
     assert [(o["id"], o["outcome"]) for o in waited["outcomes"]] == [("001-a", "finished"), ("002-a", "missing")]
     assert waited["lost"] and {f["name"] for f in waited["fetch"]} == set(job_model.OUTPUTS)
     job = job_model.Job(str(place / "runs"), "r1", "001-a")
     assert Path(job.path("job_model.py")).read_text() == Path(job_model.__file__).read_text()
+
+
+STALE_PLAY = """
+- hosts: all
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: End the jobs of the run that it does not assign to this host
+      ansible.builtin.include_role:
+        name: scanfleet.fleet.nmap_scan
+        tasks_from: stale.yml
+      vars:
+        nmap_scan_remote_dir: "{base}"
+        nmap_scan_kill_grace: 1
+        __nmap_scan_run: r1
+        __nmap_scan_keep: [001-s1]
+"""
+
+
+def test_a_returning_scanner_has_the_jobs_the_run_no_longer_assigns_to_it_ended_by_pid(place, ended, tmp_path):
+    """roles/nmap_scan/tasks/stale.yml, through Ansible: of the run's jobs on the host, the one still assigned
+    (001) runs on, the stale running one (002, the attempt of a scanner recorded lost) is ended by PID, and one
+    that ended already (003) is left as it was."""
+    kept, _ = launch(place, ended, "sleep", "001-s1")
+    stale, _ = launch(place, ended, "sleep", "002-s1")
+    done, _ = launch(place, ended, "finish", "003-s1")
+    wait_running(kept)
+    wait_running(stale)
+    before = wait_for(done, "exited")
+    output = run_play(tmp_path, STALE_PLAY.format(base=place / "runs"))
+    assert kept.status()["state"] == "running"
+    status = wait_for(stale, "exited")
+    assert status["reason"] == "stopped", status
+    assert done.status() == before
+    assert "ended by PID (not assigned to it by the run, output ignored): 002-s1" in output

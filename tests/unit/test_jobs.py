@@ -5,6 +5,9 @@ output of the patched nmap 7.95 in the lab (molecule/scan).
 
 from __future__ import annotations
 
+import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -173,3 +176,153 @@ def test_an_unreachable_host_gives_nothing_to_fetch_and_is_lost():
     ]
     assert jobs.fetch_list([gone]) == []
     assert jobs.host_lost([gone, finished]) and not jobs.host_lost([finished])
+
+
+# ---- contact: a scanner is lost when nothing it sends arrives for lost_after seconds ------------------------
+
+
+class TickingClock:
+    """A fake monotonic clock: every reading advances it by ``step`` seconds (time passes while one waits)."""
+
+    def __init__(self, step: float = 0.0) -> None:
+        self.now = 1000.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_contact_watch_counts_silence_from_the_last_answer_or_the_start():
+    clock = TickingClock()
+    watch = jobs.ContactWatch(30, clock)
+    clock.now += 29.9
+    assert not watch.lost() and watch.remaining() == pytest.approx(0.1)
+    watch.answered()
+    clock.now += 29.9
+    assert not watch.lost()
+    clock.now += 0.1
+    assert watch.lost() and watch.remaining() == 0 and watch.detail() == "no answer for 30 s"
+
+
+def test_contact_watch_refuses_a_lost_after_that_is_not_positive():
+    with pytest.raises(ValueError, match="lost_after"):
+        jobs.ContactWatch(0)
+
+
+def _hang(*_args):
+    threading.Event().wait()
+
+
+def _refuse(*_args):
+    raise ConnectionError("Connection timed out during banner exchange")
+
+
+@pytest.mark.parametrize("transport", [_hang, _refuse], ids=["hangs", "raises"])
+def test_no_answer_for_lost_after_means_lost_whatever_the_transport_does(transport):
+    clock = TickingClock(step=1.0)
+    watch = jobs.ContactWatch(30, clock)
+    caller = jobs.BoundedCaller(watch, (ConnectionError,), slice_seconds=0.001)
+    answer = caller.call(transport)
+    tries = 1
+    while not answer.lost:  # a failing call returns at once: the caller tries again until the watch says lost
+        assert answer.error is not None and answer.value is None
+        answer = caller.call(transport)
+        tries += 1
+    assert watch.silent_for() >= 30 and tries < 30
+
+
+def test_answers_that_stop_mean_lost_and_an_outstanding_call_is_never_doubled():
+    clock = TickingClock(step=1.0)
+    watch = jobs.ContactWatch(10, clock)
+    calls = []
+    gate = threading.Event()
+
+    def transport(n):
+        calls.append(n)
+        if n > 2:
+            gate.wait()
+        return n
+
+    caller = jobs.BoundedCaller(watch, (ConnectionError,), slice_seconds=0.001)
+    assert [caller.call(transport, n).value for n in (1, 2)] == [1, 2]
+    assert caller.call(transport, 3).lost and caller.busy
+    assert caller.call(transport, 4).lost  # waits again for call 3: no second call on the same connection
+    assert calls == [1, 2, 3]
+    gate.set()
+    assert caller.call(transport, 5).value == 3  # the late answer of the outstanding call
+    assert not watch.lost()
+
+
+def test_an_error_the_host_answered_with_is_raised():
+    def transport():
+        raise RuntimeError("scan_job state=status: permission denied")
+
+    caller = jobs.BoundedCaller(jobs.ContactWatch(10, TickingClock(1.0)), (ConnectionError,), slice_seconds=0.001)
+    with pytest.raises(RuntimeError, match="permission denied"):
+        caller.call(transport)
+
+
+RUNNING = {"state": "running", "tail": "", "hosts_done": 0}
+
+
+def test_the_wait_returns_unreachable_within_lost_after_when_a_poll_blocks_forever():
+    """The loop scan_wait delegates to, with the real clock: the first poll answers, the next one hangs on
+    the connection. The wait returns within lost_after (2 s) and a small margin, the pending attempts
+    unreachable with "no answer for N s"; the hung call is left in a daemon thread."""
+    polls = []
+
+    def call(state, ids, extra):
+        polls.append(state)
+        if len(polls) > 1:
+            threading.Event().wait()
+        return {i: dict(RUNNING) for i in ids}
+
+    lines: list[str] = []
+    began = time.monotonic()
+    outcomes, changed = jobs.wait_jobs(call, [{"id": "001-s2", "size": 4}, {"id": "002-s2", "size": 4}],
+                                       host="s2", show=lines.append, poll=1, lost_after=2,
+                                       transient=(ConnectionError,))
+    took = time.monotonic() - began
+    assert took < 1 + 2 + 1.5, took  # one poll interval, then lost_after of silence, and a margin
+    assert [o["outcome"] for o in outcomes] == ["unreachable", "unreachable"] and not changed
+    assert all(re.fullmatch(r"no answer for [23] s", o["detail"]) for o in outcomes)
+    assert jobs.fetch_list(outcomes) == [] and jobs.host_lost(outcomes)
+    assert polls == ["status", "status"] and any("is lost" in line for line in lines)
+
+
+def test_the_wait_keeps_polling_through_short_failures_and_records_the_outcomes():
+    clock = TickingClock()
+    answers = iter([ConnectionError("reset"), {"001-s1": dict(RUNNING)},
+                    {"001-s1": {"state": "exited", "reason": "exited", "rc": 0, "files": {}}}])
+
+    def call(state, ids, extra):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def sleep(seconds):
+        clock.now += seconds
+
+    outcomes, _ = jobs.wait_jobs(call, [{"id": "001-s1"}], host="s1", show=lambda _line: None, poll=5,
+                                 lost_after=30, transient=(ConnectionError,), clock=clock, sleep=sleep)
+    assert [o["outcome"] for o in outcomes] == ["exited"]
+
+
+def test_a_host_that_only_fails_is_lost_after_lost_after_with_the_last_error_on_one_line():
+    clock = TickingClock()
+
+    def call(state, ids, extra):
+        clock.now += 1
+        raise ConnectionError("Failed to connect to the host via ssh: ssh: connect to host 10.77.0.52 port 22:\r\n"
+                              "No route to host")
+
+    def sleep(seconds):
+        clock.now += seconds
+
+    outcomes, _ = jobs.wait_jobs(call, [{"id": "002-s2"}], host="s2", show=lambda _line: None, poll=2,
+                                 lost_after=20, transient=(ConnectionError,), clock=clock, sleep=sleep)
+    assert [o["outcome"] for o in outcomes] == ["unreachable"]
+    assert outcomes[0]["detail"] == ("no answer for 21 s: Failed to connect to the host via ssh: ssh: connect to "
+                                     "host 10.77.0.52 port 22: No route to host")

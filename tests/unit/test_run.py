@@ -265,15 +265,43 @@ def test_a_file_that_is_not_nmap_xml_fails_the_attempt_with_the_reason(tmp_path)
     assert a.status == "failed" and "not <nmaprun>" in a.detail
 
 
-def test_a_damaged_copy_is_refused_naming_both_sums(tmp_path):
+@pytest.mark.parametrize("damage", ["mismatch", "missing"])
+def test_a_fetch_that_failed_is_never_recorded_finished_and_its_shard_is_planned_again(tmp_path, damage):
+    """A file that did not arrive, or arrived with another sha256 than the host reported (a fetch that failed
+    after its retries, a half-written copy), is not a result: the attempt is failed (never finished), nothing of
+    it is covered or merged, its addresses are planned again, and the host gets no more work in this run."""
     state = state_for("127.0.0.4, 127.0.0.10")
     a = attempt(state, "a", "127.0.0.4, 127.0.0.10")
     files = fetched(tmp_path, state, a, "shard-c")
-    with pytest.raises(ScanfleetError) as info:
-        collect.record_attempt(state, a, outcome="finished", directory=collect.attempt_dir(tmp_path, state.run_id, a),
-                           remote_sha256={"scan.xml": "0" * 64}, session="s", now=NOW)
-    assert files["scan.xml"] in str(info.value) and "0" * 64 in str(info.value)
-    assert "fetch it again" in str(info.value) and a.status == "assigned"
+    directory = collect.attempt_dir(tmp_path, state.run_id, a)
+    remote = {"scan.xml": "0" * 64} if damage == "mismatch" else {**files, "scan.nmap": "1" * 64}
+    notes = collect.record_attempt(state, a, outcome="exited", directory=directory, remote_sha256=remote,
+                                   session="s", now=NOW)
+    assert a.status == "failed" and a.files == {} and a.kept == []
+    assert a.detail.startswith("fetch failed")
+    if damage == "mismatch":
+        assert files["scan.xml"] in a.detail and "0" * 64 in a.detail
+    else:
+        assert "scan.nmap did not arrive" in a.detail
+    assert "its 2 addresses planned again" in notes[0]
+    assert collect.covered(state) == IntervalSet() and collect.merge_inputs(state, tmp_path) == []
+    assert collect.coverage(state).missing == ips("127.0.0.4, 127.0.0.10")
+
+
+def test_record_run_counts_a_host_whose_fetch_failed_lost(tmp_path):
+    results = tmp_path / "results"
+    state = state_for("127.0.0.4, 127.0.0.10")
+    a = attempt(state, "a", "127.0.0.4, 127.0.0.10")
+    directory = runstate.run_dir(results, state.run_id)
+    directory.mkdir(parents=True)
+    runstate.save_state(directory, state)
+    fetched(results, state, a, "shard-c")
+    out = collect.record_run(results=results, run_id=state.run_id, session="s", now=NOW,
+                             outcomes=[{"id": a.id, "outcome": "exited", "files": {"scan.xml": "0" * 64}}])
+    assert out["statuses"] == {a.id: "failed"} and out["missing"] == 2
+    detail = runstate.load_state(directory).attempt(a.id).detail
+    assert detail.startswith("fetch failed: scan.xml has sha256")
+    assert out["lost_hosts"] == {"a": f"{detail} in attempt {a.id}"}
 
 
 def test_coverage_reports_duplicates_and_what_is_missing(tmp_path):
@@ -340,11 +368,21 @@ def test_a_scanner_that_dies_mid_scan_is_lost_and_its_shard_goes_to_the_survivor
     dead = jobs.unreachable_outcome(a.id, "no answer for 21 s: ssh: No route to host")
     outcomes = [dead, {"id": b.id, "outcome": "finished", "files": fetched(tmp_path, state, b, "shard-c")}]
     result = collect.record_run(results=tmp_path, run_id=state.run_id, outcomes=outcomes, session="s1", now=NOW)
-    assert result["lost_hosts"] == {"a": "unreachable in attempt 001-a"}
+    assert result["lost_hosts"] == {"a": "no answer for 21 s: ssh: No route to host (unreachable) in attempt 001-a"}
     assert result["statuses"] == {"001-a": "lost", "002-b": "finished"} and result["missing"] == 4
     assert any("001-a on a: no answer for 21 s" in note and "4 addresses planned again" in note
                for note in result["notes"])
     state = runstate.load_state(tmp_path / state.run_id)
+    assert runreport.lost_scanner_lines(state) == ["a: no answer for 21 s: ssh: No route to host (unreachable) "
+                                                   "in attempt 001-a"]
+    summary = runreport.run_summary_lines(state, None)
+    assert summary[summary.index(next(x for x in summary if x.startswith("lost scanners"))) + 1] == (
+        "  a: no answer for 21 s: ssh: No route to host (unreachable) in attempt 001-a")
+    assert runreport.lost_scanner_lines(state) == ["a: no answer for 21 s: ssh: No route to host (unreachable) "
+                                                   "in attempt 001-a"]
+    summary = runreport.run_summary_lines(state, None)
+    assert summary[summary.index(next(x for x in summary if x.startswith("lost scanners"))) + 1] == (
+        "  a: no answer for 21 s: ssh: No route to host (unreachable) in attempt 001-a")
     rp = runplan.plan_round(state, weights={"a": 1, "b": 1}, available=["b"], unavailable=result["lost_hosts"],
                         session="s1", round_no=2, now=NOW)
     assert [(x.id, x.host, x.lines) for x in rp.new] == [("003-b", "b", ["127.0.0.5-8"])]

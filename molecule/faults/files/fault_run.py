@@ -5,6 +5,16 @@
                                       send SIGINT to ansible-playbook's PID (as Ctrl-C would), then run the
                                       same command again (it must resume and complete)
   fault_run.py hostdown RUN_ID ...    when VICTIM's nmap job runs, take VICTIM down (lab/lab.sh down VICTIM)
+  fault_run.py partition RUN_ID ...   when VICTIM's nmap job runs, take its link down inside its network
+                                      namespace (ip netns exec sf-VICTIM ip link set eth0 down); after the
+                                      run, link up and the same command again
+  fault_run.py freeze RUN_ID ...      when VICTIM's nmap job runs, SIGSTOP every process of its PID namespace
+                                      (found by PID: /proc/*/ns/pid against the namespace of the host's init,
+                                      the child of the unshare PID that lab/lab.sh recorded); after the run,
+                                      SIGCONT them and run the same command again
+
+Neither partition nor freeze closes the controller's SSH masters to VICTIM before the fault (lab/lab.sh down
+does): the controller sees what it sees when a real VM freezes or loses its network.
 
 The scanners' job records (RUN_ID/ATTEMPT/pid.json, exit.json under the remote run directory) are read from
 inside each lab host (lab/lab.sh exec), not over SSH. Prints a JSON report on stdout (verify.yml asserts on
@@ -40,6 +50,14 @@ for attempt in sorted(os.listdir(base)) if os.path.isdir(base) else []:
                 entry[name[:-5]] = json.load(f)
         except (OSError, ValueError):
             entry[name[:-5]] = None
+    pid = (entry["pid"] or {}).get("pid")
+    ticks = (entry["pid"] or {}).get("ticks")
+    try:
+        with open("/proc/%d/stat" % int(pid)) as f:
+            fields = f.read().rpartition(")")[2].split()
+        entry["alive"] = fields[0] not in ("Z", "X") and fields[19] == ticks
+    except (OSError, ValueError, TypeError, IndexError):
+        entry["alive"] = False
     out[attempt] = entry
 print(json.dumps(out))
 """
@@ -182,39 +200,137 @@ def interrupt(args: argparse.Namespace) -> dict:
     return report
 
 
-def hostdown(args: argparse.Namespace) -> dict:
-    report: dict = {"fault": "hostdown", "run_id": args.run_id, "victim": args.victim}
+def run_with_fault(args: argparse.Namespace, log_name: str, key: str, make_fault) -> dict:
+    """Run the scan (after checking that the lab's targets listen); as soon as the victim's nmap job runs (a PID
+    in its records, no exit), make the fault: ``report[key] = make_fault()``, with the victim's records then in
+    ``report["at_" + key]`` and the controller's time in ``report["fault_at"]``; then wait for the run's end."""
+    report: dict = {"fault": args.fault, "run_id": args.run_id, "victim": args.victim}
     if (status := targets_not_listening(args)) is not None:
         report["error"] = f"the lab's target hosts do not all listen before the run: {status}"
         return report
-    proc, log = start(args, f"{args.run_id}.log")
+    proc, log = start(args, log_name)
     report["run"] = {"pid": proc.pid, "log": str(log)}
-    base = f"{args.remote_dir}/{args.run_id}"
     started = time.monotonic()
     while time.monotonic() - started < args.timeout and proc.poll() is None:
-        jobs = records(args.lab, args.victim, base) or {}
-        running = {a: job for a, job in jobs.items() if job["pid"] and not job["exit"]}
-        if running:
-            report["at_down"] = jobs
-            down = subprocess.run([args.lab, "down", args.victim], capture_output=True, text=True, timeout=120,
-                                  check=False)
-            report["down"] = {"rc": down.returncode, "stderr": down.stderr.strip(),
-                              "after": round(time.monotonic() - started, 1)}
+        jobs = records(args.lab, args.victim, f"{args.remote_dir}/{args.run_id}") or {}
+        if any(job["pid"] and not job["exit"] for job in jobs.values()):
+            report["at_" + key] = jobs
+            report["fault_at"] = time.time()
+            report[key] = make_fault()
+            report[key]["after"] = round(time.monotonic() - started, 1)
             break
         time.sleep(0.3)
     report["run"]["rc"] = wait(proc, max(1.0, args.timeout - (time.monotonic() - started)))
+    report["run"]["end"] = time.time()
     stop(proc)
     report["run"]["left_behind"] = end_leftovers(proc.pid)
     report["run"]["lines"] = plan_lines(log)
-    report["victim_readable_after"] = records(args.lab, args.victim, base) is not None
-    if "down" not in report:
+    if key not in report:
         report["error"] = f"{args.victim}'s job was never seen running"
+    return report
+
+
+def hostdown(args: argparse.Namespace) -> dict:
+    def down() -> dict:
+        proc = subprocess.run([args.lab, "down", args.victim], capture_output=True, text=True, timeout=120,
+                              check=False)
+        return {"rc": proc.returncode, "stderr": proc.stderr.strip()}
+
+    report = run_with_fault(args, f"{args.run_id}.log", "down", down)
+    if "run" in report:
+        report["victim_readable_after"] = records(args.lab, args.victim, f"{args.remote_dir}/{args.run_id}") is not None
+    return report
+
+
+def host_init(args: argparse.Namespace, host: str) -> int:
+    """PID (in our namespace) of the lab host's init: the child of the unshare process whose PID and start
+    time lab/lab.sh recorded in LAB_DIR/hosts/HOST/pid."""
+    pid, ticks = (Path(args.lab_dir) / "hosts" / host / "pid").read_text(encoding="utf-8").split()
+    stat = proc_stat(int(pid))
+    if stat is None or stat[1][19] != ticks:
+        raise RuntimeError(f"{host}: its unshare process {pid} (start {ticks}) does not run")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="utf-8").split()
+    if not children:
+        raise RuntimeError(f"{host}: its unshare process {pid} has no init")
+    return int(children[0])
+
+
+def namespace_processes(init: int) -> list[tuple[int, str]]:
+    """(PID, start time) of every process in the PID namespace of ``init`` (same /proc/PID/ns/pid link)."""
+    ns = os.readlink(f"/proc/{init}/ns/pid")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            same = os.readlink(entry / "ns" / "pid") == ns
+        except OSError:
+            continue
+        stat = proc_stat(int(entry.name)) if same else None
+        if stat is not None:
+            found.append((int(entry.name), stat[1][19]))
+    return found
+
+
+def signal_namespace(init: int, sig: signal.Signals) -> int:
+    """Send ``sig`` to every process of the PID namespace of ``init``, by PID (checked against its start
+    time), again until a pass finds none it has not signalled (a process forked meanwhile); returns how many."""
+    done: set[tuple[int, str]] = set()
+    for _ in range(20):
+        new = [p for p in namespace_processes(init) if p not in done]
+        if not new:
+            break
+        for pid, ticks in new:
+            stat = proc_stat(pid)
+            if stat is not None and stat[1][19] == ticks:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            done.add((pid, ticks))
+    return len(done)
+
+
+def cut(args: argparse.Namespace, kind: str, heal: bool) -> dict:
+    """Make (or heal) the fault ``kind`` on the victim; returns what was done."""
+    if kind == "partition":
+        argv = ["ip", "netns", "exec", f"sf-{args.victim}", "ip", "link", "set", "eth0", "up" if heal else "down"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        return {"argv": argv, "rc": proc.returncode, "stderr": proc.stderr.strip()}
+    init = host_init(args, args.victim)
+    sig = signal.SIGCONT if heal else signal.SIGSTOP
+    return {"signal": sig.name, "init": init, "processes": signal_namespace(init, sig), "rc": 0}
+
+
+def real_fault(args: argparse.Namespace) -> dict:
+    """partition / freeze: the fault while the victim's nmap runs, the run to its end, then healing (always,
+    once the fault was made) and the same command again (the victim's jobs of the run must all be ended)."""
+    base = f"{args.remote_dir}/{args.run_id}"
+    made: dict = {}
+    try:
+        report = run_with_fault(args, f"{args.run_id}-1.log", "cut",
+                                lambda: made.setdefault("cut", cut(args, args.fault, heal=False)))
+        if "run" in report:
+            report["survivors"] = {h: records(args.lab, h, base) for h in args.hosts if h != args.victim}
+            report["state"] = state_copy(args, f"{args.run_id}-state-1.json")
+    finally:
+        if made:
+            healed = cut(args, args.fault, heal=True)
+    if "error" in report:
+        return report
+    report["heal"] = healed
+    report["before_next"] = records(args.lab, args.victim, base)
+    proc, log = start(args, f"{args.run_id}-2.log")
+    report["next"] = {"pid": proc.pid, "log": str(log), "rc": wait(proc, args.timeout)}
+    stop(proc)
+    report["next"]["left_behind"] = end_leftovers(proc.pid)
+    report["next"]["lines"] = plan_lines(log)
+    report["after_next"] = records(args.lab, args.victim, base)
+    report["state_after_next"] = state_copy(args, f"{args.run_id}-state-2.json")
     return report
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("fault", choices=["interrupt", "hostdown"])
+    parser.add_argument("fault", choices=["interrupt", "hostdown", "partition", "freeze"])
     parser.add_argument("run_id")
     parser.add_argument("--project", required=True)
     parser.add_argument("--inventory", required=True)
@@ -226,10 +342,11 @@ def main() -> int:
     parser.add_argument("--ansible-playbook", default="ansible-playbook")
     parser.add_argument("--remote-dir", default="/var/lib/scanfleet/runs")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--lab-dir", default=os.environ.get("SCANFLEET_LAB_DIR", "/var/lib/scanfleet-lab"))
     args = parser.parse_args()
     args.lab = f"{args.project}/lab/lab.sh"
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
-    report = interrupt(args) if args.fault == "interrupt" else hostdown(args)
+    report = {"interrupt": interrupt, "hostdown": hostdown}.get(args.fault, real_fault)(args)
     json.dump(report, sys.stdout, indent=1, sort_keys=True)
     return 0
 
