@@ -52,6 +52,22 @@ if mode in ("sleep", "ignore-term"):
     sys.exit(0)
 if mode == "fail":
     sys.exit(3)
+if mode == "fill":  # a disk that fills up while nmap runs: nmap ignores its failed writes and exits 0
+    time.sleep(0.5)
+    try:
+        with open(os.path.join(os.path.dirname(out), "ballast"), "wb") as f:
+            while True:
+                f.write(b"x" * 4096)
+                f.flush()
+    except OSError:
+        pass
+    for ext in ("xml", "nmap", "gnmap"):
+        try:
+            with open(out + "." + ext, "w") as f:
+                f.write("<nmaprun>\\n" * 1000)
+        except OSError:
+            pass
+    sys.exit(0)
 for ext, text in (("xml", '<nmaprun>\\n<host></host>\\n<host></host>\\n</nmaprun>\\n'), ("nmap", "n\\n"),
                   ("gnmap", "g\\n")):
     with open(out + "." + ext, "w") as f:
@@ -183,6 +199,40 @@ def test_an_nmap_error_is_exited(place, ended):
     job, _ = launch(place, ended, "fail")
     status = wait_for(job, "exited")
     assert (status["rc"], status["reason"], jobs.job_outcome(status)) == (3, "error", "exited")
+
+
+IN_FULL_DISK = """\
+import json, subprocess, sys, time
+sys.path[:0] = [sys.argv[3]]
+from scanfleet import job_model
+runs = sys.argv[1]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "sf-full", runs], check=True)
+job = job_model.Job(runs, "r1", "001-s1")
+params = json.loads(sys.argv[2])
+job_model.start(job, {"id": job.id, "lines": ["127.0.0.1"]}, params)
+end = time.monotonic() + 30
+while job.status()["state"] == "running" and time.monotonic() < end:
+    time.sleep(0.1)
+print(json.dumps(job.status()))
+"""
+
+
+def test_a_full_disk_is_an_error_that_says_so_never_a_finished_job(place, ended):
+    """A real full file system (a 256 KiB tmpfs as the run directory, in a mount namespace of its own): nmap's
+    writes fail and it exits 0, as Debian's nmap does with -oA on a full disk (empty files, no message). The
+    supervisor records an error whose detail says disk full (its exit record goes into the room it took at the
+    start), so the wait hands the shard on and the record never takes the empty XML as complete."""
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", IN_FULL_DISK,
+                           str(place / "runs"), json.dumps(params(place, "fill")), str(ROOT)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout.splitlines()[-1])
+    assert (status["state"], status["rc"], status["reason"]) == ("exited", 0, "error"), status
+    assert status["detail"].startswith("disk full on ") and "no space left on device" in status["detail"], status
+    outcome = jobs.job_outcome(status)
+    assert outcome == "exited" and jobs.host_lost([jobs.attempt_outcome("001-s1", outcome, status)])
+    line = jobs.format_outcome("scanner2", "001-s1", outcome, status)
+    assert "nmap exited with status 0 (disk full on " in line, line
 
 
 @pytest.mark.parametrize(("mode", "rc", "at_least"), [
