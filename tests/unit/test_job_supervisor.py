@@ -23,8 +23,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from scanfleet import job_model, jobs
+from scanfleet import collect, job_model, jobs
+from scanfleet import state as runstate
+from scanfleet.targets import parse_targets, plan_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -421,3 +424,65 @@ def test_a_returning_scanner_has_the_jobs_the_run_no_longer_assigns_to_it_ended_
     assert status["reason"] == "stopped", status
     assert done.status() == before
     assert "ended by PID (not assigned to it by the run, output ignored): 002-s1" in output
+
+
+def fetch_task() -> dict:
+    """The role's own fetch task (roles/nmap_scan/tasks/round.yml), as it is."""
+
+    def walk(tasks):
+        for task in tasks:
+            if str(task.get("name", "")).startswith("Fetch the outputs of the jobs"):
+                return task
+            found = walk(task.get("block", []))
+            if found:
+                return found
+        return None
+
+    return walk(yaml.safe_load((ROOT / "roles" / "nmap_scan" / "tasks" / "round.yml").read_text()))
+
+
+def assigned(attempt_id: str) -> tuple[runstate.RunState, runstate.Attempt]:
+    """A run state with one attempt on localhost, assigned (as the killed controller left it)."""
+    now = time.time()
+    addresses = plan_targets(parse_targets("127.0.0.1"), scope=["127.0.0.0/8"]).addresses
+    state = runstate.new_state("r1", addresses, ["-sT"], now)
+    attempt = runstate.Attempt(id=attempt_id, host="localhost", family=4, lines=addresses.to_lines(),
+                               size=addresses.size, session="s0", round=1, created=now)
+    state.attempts.append(attempt)
+    return state, attempt
+
+
+def test_a_half_written_result_is_found_by_its_checksum_and_fetched_again(place, ended, tmp_path):
+    """The controller killed during a fetch leaves a half-written file in results/RUN/HOST/ATTEMPT/ and the
+    attempt `assigned` in state.json; the resumed run attaches to the ended job and runs the same fetch. The
+    record's sha256 check finds the truncated file (it would be a failed fetch, never a result), and the role's
+    fetch task (ansible.builtin.fetch compares the local file's checksum with the host's) writes it again."""
+    job, _ = launch(place, ended, "finish")
+    status = wait_for(job, "exited")
+    outcome = jobs.attempt_outcome(job.id, jobs.job_outcome(status), status)
+    results = tmp_path / "results" / "r1"
+    local = results / "localhost" / job.id
+    local.mkdir(parents=True)
+    for item in jobs.fetch_list([outcome]):  # in the role's order: the last one (scan.xml) was cut halfway
+        whole = Path(item["src"]).read_bytes()
+        (local / item["name"]).write_bytes(whole[: len(whole) // 2] if item["name"] == "scan.xml" else whole)
+
+    state, attempt = assigned(job.id)
+    before = collect.record_attempt(state, attempt, outcome="finished", directory=local,
+                                    remote_sha256=outcome["files"], session="s1", now=time.time())
+    assert attempt.status == "failed" and attempt.detail.startswith("fetch failed: scan.xml has sha256"), before
+
+    task = fetch_task()
+    play = [{"name": "The role's fetch task on a resumed run", "hosts": "localhost", "connection": "local",
+             "gather_facts": False,
+             "vars": {"__nmap_scan_dir": str(results), "nmap_scan_lost_after": 30,
+                      "__nmap_scan_wait": {"fetch": jobs.fetch_list([outcome])}},
+             "tasks": [task, {"name": "Fail when a fetch failed", "ansible.builtin.assert": {
+                 "that": ["__nmap_scan_fetch is succeeded"]}}]}]
+    run_play(tmp_path, json.dumps(play))
+    for name, sha in outcome["files"].items():
+        assert job_model.sha256_file(local / name) == sha, name
+    state, attempt = assigned(job.id)
+    collect.record_attempt(state, attempt, outcome="finished", directory=local,
+                           remote_sha256=outcome["files"], session="s1", now=time.time())
+    assert not (attempt.detail or "").startswith("fetch failed"), attempt.detail
