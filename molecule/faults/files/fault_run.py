@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Run playbooks/scan.yml as its own ansible-playbook process and make a fault happen for real while it scans.
 
-  fault_run.py interrupt RUN_ID ...   when one shard has finished on its scanner and another still runs,
-                                      send SIGINT to ansible-playbook's PID (as Ctrl-C would), then run the
+  fault_run.py interrupt RUN_ID ...   when one shard has finished on its scanner and another still runs
+                                      (--at fetch: once the play has begun its fetch), send SIGINT (--signal
+                                      KILL: SIGKILL) to ansible-playbook's PID (as Ctrl-C would), then run the
                                       same command again (it must resume and complete)
   fault_run.py hostdown RUN_ID ...    when VICTIM's nmap job runs, take VICTIM down (lab/lab.sh down VICTIM)
   fault_run.py partition RUN_ID ...   when VICTIM's nmap job runs, take its link down inside its network
@@ -170,12 +171,12 @@ def state_copy(args: argparse.Namespace, name: str) -> dict | None:
 
 
 def interrupt(args: argparse.Namespace) -> dict:
-    report: dict = {"fault": "interrupt", "run_id": args.run_id}
+    report: dict = {"fault": "interrupt", "run_id": args.run_id, "at": args.at, "signal": args.signal}
     if (status := targets_not_listening(args)) is not None:
         report["error"] = f"the lab's target hosts do not all listen before the run: {status}"
         return report
     proc, log = start(args, f"{args.run_id}-1.log")
-    report["first"] = {"pid": proc.pid, "log": str(log)}
+    report["first"] = {"pid": proc.pid, "log": str(log), "start": time.time()}
     deadline = time.monotonic() + args.timeout
     seen = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -183,8 +184,9 @@ def interrupt(args: argparse.Namespace) -> dict:
         jobs = [job for host in seen.values() if host for job in host.values()]
         done = [job for job in jobs if job["exit"]]
         running = [job for job in jobs if job["pid"] and not job["exit"]]
-        if done and running:
-            os.kill(proc.pid, signal.SIGINT)  # as Ctrl-C would, to ansible-playbook's PID only
+        fetching = args.at == "fetch" and "Fetch the outputs of the jobs" in log.read_text(errors="replace")
+        if (args.at == "shard" and done and running) or fetching:
+            os.kill(proc.pid, getattr(signal, f"SIG{args.signal}"))  # to ansible-playbook's PID only
             report["first"]["signalled_after"] = round(time.monotonic() - deadline + args.timeout, 1)
             report["at_interrupt"] = seen
             break
@@ -197,10 +199,12 @@ def interrupt(args: argparse.Namespace) -> dict:
     report["after_interrupt"] = all_records(args)
     report["state_after_interrupt"] = state_copy(args, f"{args.run_id}-state-interrupted.json")
     if "at_interrupt" not in report:
-        report["error"] = f"no moment with one job finished and another running (last seen: {seen})"
+        report["error"] = (f"no moment with one job finished and another running (last seen: {seen})"
+                           if args.at == "shard" else "the play never reached its fetch")
         return report
     proc, log = start(args, f"{args.run_id}-2.log")
     report["second"] = {"pid": proc.pid, "log": str(log), "rc": wait(proc, args.timeout)}
+    report["second"]["end"] = time.time()
     stop(proc)
     report["second"]["left_behind"] = end_leftovers(proc.pid)
     report["second"]["lines"] = plan_lines(log)
@@ -218,7 +222,7 @@ def run_with_fault(args: argparse.Namespace, log_name: str, key: str, make_fault
         report["error"] = f"the lab's target hosts do not all listen before the run: {status}"
         return report
     proc, log = start(args, log_name)
-    report["run"] = {"pid": proc.pid, "log": str(log)}
+    report["run"] = {"pid": proc.pid, "log": str(log), "start": time.time()}
     started = time.monotonic()
     while time.monotonic() - started < args.timeout and proc.poll() is None:
         jobs = records(args.lab, args.victim, f"{args.remote_dir}/{args.run_id}") or {}
@@ -418,6 +422,9 @@ def main() -> int:
     parser.add_argument("--ansible-playbook", default="ansible-playbook")
     parser.add_argument("--remote-dir", default="/var/lib/scanfleet/runs")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--at", choices=["shard", "fetch"], default="shard",
+                        help="interrupt: when one shard has finished and another runs, or once the play fetches")
+    parser.add_argument("--signal", choices=["INT", "KILL"], default="INT", help="interrupt: the signal sent")
     parser.add_argument("--lab-dir", default=os.environ.get("SCANFLEET_LAB_DIR", "/var/lib/scanfleet-lab"))
     args = parser.parse_args()
     args.lab = f"{args.project}/lab/lab.sh"
