@@ -180,13 +180,20 @@ def interrupt(args: argparse.Namespace) -> dict:
     deadline = time.monotonic() + args.timeout
     seen = None
     while time.monotonic() < deadline and proc.poll() is None:
+        if args.at == "fetch":  # the fetch is short: only the play's log is read until it begins
+            if "Fetch the outputs of the jobs" in log.read_text(errors="replace"):
+                os.kill(proc.pid, getattr(signal, f"SIG{args.signal}"))  # to ansible-playbook's PID only
+                report["first"]["signalled_after"] = round(time.monotonic() - deadline + args.timeout, 1)
+                report["at_interrupt"] = all_records(args)
+                break
+            time.sleep(0.1)
+            continue
         seen = all_records(args)
         jobs = [job for host in seen.values() if host for job in host.values()]
         done = [job for job in jobs if job["exit"]]
         running = [job for job in jobs if job["pid"] and not job["exit"]]
-        fetching = args.at == "fetch" and "Fetch the outputs of the jobs" in log.read_text(errors="replace")
-        if (args.at == "shard" and done and running) or fetching:
-            os.kill(proc.pid, getattr(signal, f"SIG{args.signal}"))  # to ansible-playbook's PID only
+        if done and running:
+            os.kill(proc.pid, getattr(signal, f"SIG{args.signal}"))  # as Ctrl-C would, to ansible-playbook's PID
             report["first"]["signalled_after"] = round(time.monotonic() - deadline + args.timeout, 1)
             report["at_interrupt"] = seen
             break
