@@ -90,8 +90,8 @@ def check_run(fr, args: argparse.Namespace, run_id: str, targets: list[str]) -> 
         if nmaps:
             orphans[host] = nmaps
     found["orphan_nmap"] = orphans
-    found["ok"] = bool(found.get("each_target_once") and found.get("dtd_valid")
-                       and not [v for v in orphans.values() if isinstance(v, list)])
+    found["ok"] = bool(found.get("each_target_once") and found.get("dtd_valid") and not orphans)  # every
+    # scanner read, none with an nmap left
     return found
 
 
