@@ -541,8 +541,16 @@ def supervise(cfg: dict[str, Any]) -> int:
                              "started": started, "ended": time.time()})
         return 1
     os.close(slave)
-    record("pid.json", {"pid": proc.pid, "ticks": start_time(proc.pid), "supervisor": os.getpid(),
-                        "supervisor_ticks": start_time(os.getpid()), "started": started})
+    try:
+        record("pid.json", {"pid": proc.pid, "ticks": start_time(proc.pid), "supervisor": os.getpid(),
+                            "supervisor_ticks": start_time(os.getpid()), "started": started})
+    except OSError as exc:  # a full disk: an nmap nobody could find by its PID must not run on
+        proc.kill()
+        proc.wait()
+        forget()
+        record("exit.json", {"rc": None, "reason": "error", "started": started, "ended": time.time(),
+                             "detail": disk_full(os.path.join(d, "out")) or f"cannot record nmap's PID: {exc}"})
+        return 1
     deadline = started + cfg["timeout"] if cfg["timeout"] > 0 else None
     reason = None
     kill_at = None
