@@ -486,3 +486,43 @@ def test_a_half_written_result_is_found_by_its_checksum_and_fetched_again(place,
     collect.record_attempt(state, attempt, outcome="finished", directory=local,
                            remote_sha256=outcome["files"], session="s1", now=time.time())
     assert not (attempt.detail or "").startswith("fetch failed"), attempt.detail
+
+
+REAL_NMAP_FULL_DISK = """\
+import json, os, subprocess, sys, time
+sys.path[:0] = [sys.argv[3]]
+from scanfleet import job_model
+runs, params = sys.argv[1], json.loads(sys.argv[2])
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+job = job_model.Job(runs, "r1", "001-s1")
+os.makedirs(job.path("out"))
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "sf-full", job.path("out")], check=True)
+with open(job.path("out", "ballast"), "wb", buffering=0) as f:
+    try:
+        while True:
+            f.write(b"x" * 4096)
+    except OSError:
+        pass
+job_model.start(job, {"id": job.id, "lines": ["127.0.0.1"]}, params)
+end = time.monotonic() + 60
+while job.status()["state"] == "running" and time.monotonic() < end:
+    time.sleep(0.2)
+print(json.dumps(job.status()))
+"""
+
+
+@pytest.mark.skipif(not os.access("/usr/bin/nmap", os.X_OK), reason="Debian's nmap is not installed")
+def test_debians_nmap_on_a_full_disk_exits_0_and_the_job_says_disk_full(place, ended):
+    """The real /usr/bin/nmap, -oA into a full 64 KiB tmpfs (its own mount and network namespaces, loopback
+    only): it exits 0 with empty files, and the job's exit record says disk full."""
+    user, group = me()
+    params = {"nmap": "/usr/bin/nmap", "options": ["-sT", "-Pn", "-p", "1-200"], "versiondb": "",
+              "stats_every": 1, "script_args": "", "user": user, "group": group, "timeout": 0, "kill_grace": 1}
+    done = subprocess.run(["unshare", "-m", "-n", "--propagation", "private", sys.executable, "-c",
+                           REAL_NMAP_FULL_DISK, str(place / "runs"), json.dumps(params), str(ROOT)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout.splitlines()[-1])
+    assert (status["state"], status["rc"], status["reason"]) == ("exited", 0, "error"), status
+    assert status["detail"].startswith("disk full on "), status
+    assert jobs.job_outcome(status) == "exited"
