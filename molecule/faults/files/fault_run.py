@@ -349,7 +349,9 @@ def slowlink(args: argparse.Namespace, heal: bool) -> dict:
 
 
 # The victim's run directory as a tiny tmpfs, inside its mount namespace (nsenter -m -r: its mounts and its
-# root, as its sshd and the job supervisors see them). $1: the run directory.
+# root, as its sshd and the job supervisors see them), and its PID namespace (-p): its /proc is mounted for that
+# namespace, so without -p /proc/self does not resolve and umount cannot read its mount table. $1: the run
+# directory.
 DISK = {
     "mount": 'gid=$(stat -c %g "$1") && mount -t tmpfs -o size=1m,mode=0750,uid=0,gid="$gid" sf-diskfull "$1"',
     "fill": 'cat /dev/zero > "$1/ballast" 2>/dev/null; df -k "$1" | tail -n 1',
@@ -360,7 +362,7 @@ DISK = {
 def disk(args: argparse.Namespace, step: str) -> dict:
     """A step of the full disk on the victim (:data:`DISK`)."""
     init = host_init(args, args.victim)
-    return {"init": init, **run_argv(["nsenter", "-t", str(init), "-m", "-r", "--", "sh", "-c", DISK[step], "sh",
+    return {"init": init, **run_argv(["nsenter", "-t", str(init), "-m", "-p", "-r", "--", "sh", "-c", DISK[step], "sh",
                                       args.remote_dir])}
 
 
@@ -403,6 +405,9 @@ def real_fault(args: argparse.Namespace) -> dict:
     if "error" in report:
         return report
     report["heal"] = healed
+    if healed.get("rc") != 0:  # a fault left in place would spoil every later run on this host
+        report["error"] = f"cannot heal {args.fault} on {args.victim}: {healed}"
+        return report
     report["made"] = made
     report["before_next"] = records(args.lab, args.victim, base)
     proc, log = start(args, f"{args.run_id}-2.log")
