@@ -569,7 +569,6 @@ def supervise(cfg: dict[str, Any]) -> int:
             elif kill_at is not None and now > kill_at:
                 proc.kill()
                 kill_at = None
-    forget()
     if reason is None:
         stop_info = read_json(os.path.join(d, "stop.json"))
         if stop_info is not None:
@@ -585,6 +584,7 @@ def supervise(cfg: dict[str, Any]) -> int:
         detail = output_problem(d)
         if detail is not None:
             reason = "error"  # an empty or truncated output is never a finished job
+    forget()  # after the disk was judged: removing the secrets frees blocks of a full disk
     record("exit.json", {"rc": rc, "reason": reason, "detail": detail, "started": started, "ended": time.time()})
     return 0
 
