@@ -13,15 +13,16 @@ export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-# Debian packages: lab (debootstrap, apt proxy, iproute2), controller-side tools (xmllint, xsltproc,
+# Debian packages: lab (debootstrap, apt proxy, iproute2: ip and tc for the faults; nftables: packet loss where
+# the kernel has no netem), controller-side tools (xmllint, xsltproc,
 # gpg, dpkg-source), stock nmap for comparisons, and the build dependencies of the nmap sources the
 # tests patch and compile (7.93: Lua 5.3 + PCRE; 7.95/7.991: Lua 5.4 + PCRE2).
 APT_PACKAGES := python3 python3-venv python3-dev debootstrap apt-cacher-ng iproute2 util-linux \
-  openssh-client libxml2-utils xsltproc gnupg dpkg-dev patch xz-utils bzip2 nmap libcap2-bin \
+  nftables openssh-client libxml2-utils xsltproc gnupg dpkg-dev patch xz-utils bzip2 nmap libcap2-bin \
   build-essential libpcap-dev libssl-dev zlib1g-dev libssh2-1-dev liblinear-dev lua-lpeg-dev \
   liblua5.3-dev liblua5.4-dev libpcre3-dev libpcre2-dev
 
-.PHONY: help deps venv lint unit build-test lab-test molecule bench bench-quick test demo lab-up lab-down provision clean
+.PHONY: help deps venv lint unit build-test lab-test molecule bench bench-quick soak test demo lab-up lab-down provision clean
 
 help:
 	@echo "make demo | make test | make lint | make unit | make lab-up | make lab-down | make clean"
@@ -113,6 +114,12 @@ bench: bench-quick provision
 	$(BIN)/python bench/lab_sweep.py
 	$(BIN)/python bench/shard_bench.py
 	$(BIN)/python bench/merge_scale.py --out bench/results/merge_scale.json
+
+# Soak (a benchmark, not in make test): a fault-free scan of the lab targets, then 10 scans each with one fault
+# drawn by a seeded random draw (bench/soak.py --seed); the table goes to bench/results/soak.json and is printed.
+soak: provision
+	lab/targets.sh up
+	$(BIN)/python bench/soak.py --out bench/results/soak.json
 
 clean: lab-down
 	rm -rf .cache results

@@ -150,8 +150,8 @@ def record_run(*, results: str | Path, run_id: str, outcomes: Sequence[Mapping[s
         if attempt.detail and attempt.detail.startswith("fetch failed"):
             lost_hosts[attempt.host] = f"{attempt.detail} in attempt {attempt.id}"
         elif outcome in HOST_LOST_OUTCOMES:
-            lost_hosts[attempt.host] = (f"{attempt.detail} ({outcome})" if outcome == "unreachable" and attempt.detail
-                                        else outcome) + f" in attempt {attempt.id}"
+            why = item.get("detail") or (attempt.detail if outcome == "unreachable" else None)
+            lost_hosts[attempt.host] = (f"{why} ({outcome})" if why else outcome) + f" in attempt {attempt.id}"
     state.updated = now
     if write and recorded:
         save_state(directory, state)

@@ -133,7 +133,8 @@ def format_outcome(host: str, attempt_id: str, outcome: str, status: Mapping[str
     """The line of an ended job (its outcome's words: :data:`scanfleet.job_model.WORDS`)."""
     hosts = status.get("hosts_done")
     in_xml = f"; {hosts} host{'' if hosts == 1 else 's'} in its XML" if hosts is not None else ""
-    return f"{host} {attempt_id}: {outcome_line(outcome, status.get('rc'))}{in_xml}"
+    detail = f" ({status['detail']})" if status.get("detail") else ""
+    return f"{host} {attempt_id}: {outcome_line(outcome, status.get('rc'))}{detail}{in_xml}"
 
 
 # --------------------------------------------------------------------------------------------------

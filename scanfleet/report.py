@@ -321,7 +321,8 @@ def lost_scanner_lines(state: RunState) -> list[str]:
     lines = []
     for attempt in state.attempts:
         fetch_failed = attempt.status == "failed" and (attempt.detail or "").startswith("fetch failed")
-        if attempt.status != "lost" and not fetch_failed:
+        disk_full = attempt.status in ("failed", "partial") and "disk full on " in (attempt.detail or "")
+        if attempt.status != "lost" and not fetch_failed and not disk_full:
             continue
         why = attempt.detail or "lost"
         if attempt.outcome and f"({attempt.outcome})" not in why:

@@ -22,6 +22,7 @@ controller side, and the same file is the supervisor that runs nmap.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import grp
 import hashlib
@@ -31,6 +32,7 @@ import os
 import pwd
 import select
 import signal
+import socket
 import subprocess
 import sys
 import termios
@@ -78,7 +80,8 @@ WORDS: tuple[Word, ...] = (
          "planned again"),
     Word("failed", (STATUS,), "nothing usable came back: the whole shard is planned again"),
     Word("lost", (STATUS,), "the host went away before anything was fetched: the whole shard is planned again"),
-    Word("error", (REASON,), "nmap ended with an exit status other than 0, or could not be started",
+    Word("error", (REASON,), "nmap ended with an exit status other than 0, or could not be started, or left an "
+         "empty or truncated XML (a full disk: nmap exits 0 then; the detail says `disk full on HOST`)",
          gives="exited"),
     Word("signal", (REASON,), "nmap was ended by a signal that no timeout or stop of ours sent", gives="exited"),
     Word("timeout", (REASON, STOP, OUTCOME),
@@ -175,6 +178,7 @@ OUTPUTS = {"scan.xml": "out/scan.xml", "scan.nmap": "out/scan.nmap", "scan.gnmap
            "nmap.log": "nmap.log"}
 SECRETS = "script-args"  # the --script-args-file: removed when nmap ends, never fetched
 SOURCE = "job_model.py"  # this file, copied into the attempt's directory: the supervisor runs it
+RESERVE = "exit.reserve"  # room for exit.json, taken by the supervisor when it starts (for a full disk)
 
 
 def read_json(path: str) -> Any:
@@ -234,6 +238,39 @@ def _hosts_done(path: str) -> tuple[int | None, int | None]:
     except OSError:
         return None, None
     return count, size
+
+
+def _xml_complete(path: str) -> bool:
+    """nmap wrote its XML to the end (the closing ``</nmaprun>``)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64))
+            return b"</nmaprun>" in f.read()
+    except OSError:
+        return False
+
+
+def disk_full(path: str) -> str | None:
+    """Why the file system of ``path`` cannot take nmap's output, None when it has room. nmap does not check
+    its writes to -oA files or stdout (it exits 0 with empty or truncated files on a full disk), so the
+    supervisor asks the file system: no block or no inode left for the scanner user."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    if st.f_bavail == 0 or (st.f_files and st.f_favail == 0):
+        return (f"disk full on {socket.gethostname()}: no space left on device for nmap's output in {path} "
+                f"({st.f_bavail * st.f_frsize} bytes, {st.f_favail} inodes free)")
+    return None
+
+
+def output_problem(d: str) -> str | None:
+    """Why the output of the ended nmap in job directory ``d`` is not usable although nmap may have exited 0:
+    the disk is full, or its XML ends early. None when its XML is complete."""
+    if _xml_complete(os.path.join(d, "out", "scan.xml")):
+        return None
+    return disk_full(os.path.join(d, "out")) or "nmap's XML output is incomplete (it ends before </nmaprun>)"
 
 
 def _mkdir(path: str, uid: int, gid: int, mode: int) -> None:
@@ -300,6 +337,9 @@ class Job:
             info.update(state="running", started=job.get("created"))  # starting
         else:
             info["state"] = "dead"
+            full = disk_full(self.dir)  # the supervisor could not write its exit record
+            if full:
+                info["detail"] = full
         info["hosts_done"], info["xml_bytes"] = _hosts_done(self.path("out", "scan.xml"))
         info["tail"] = _tail(self.path("nmap.log"))
         if info["state"] in ENDED_STATES or checksums:
@@ -379,7 +419,8 @@ def start(job: Job, attempt: dict[str, Any], p: dict[str, Any], *,
         time.sleep(0.05)
     current.update(job.status())
     current["action"] = "started"
-    if current["state"] == "exited" and current.get("reason") == "error" and current.get("detail"):
+    if current["state"] == "exited" and current.get("reason") == "error" and current.get("rc") is None \
+            and current.get("detail"):
         raise JobError(f"attempt {job.id}: {current['detail']}", current)
     return current, warnings
 
@@ -457,8 +498,28 @@ def supervise(cfg: dict[str, Any]) -> int:
     runs, exit.json when it ends (rc and reason, see :data:`WORDS`). Returns the exit status of the script."""
     d = cfg["dir"]
 
+    reserve = os.path.join(d, RESERVE)
+    with contextlib.suppress(OSError), open(reserve, "wb") as f:  # room for the exit record, taken while
+        f.write(b" " * 4096)  # the disk has some
+
     def record(name: str, data: dict[str, Any]) -> None:
-        write_file(os.path.join(d, name), json.dumps(data))
+        text = json.dumps(data)
+        try:
+            write_file(os.path.join(d, name), text)
+        except OSError as exc:  # a full disk: the record goes into the room taken at the start
+            if name != "exit.json" or exc.errno not in (errno.ENOSPC, errno.EDQUOT) or len(text) > 4096:
+                raise
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(d, f".{name}.tmp"))
+            with open(reserve, "r+b") as f:
+                f.write(text.encode().ljust(4096))
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(reserve, os.path.join(d, name))
+            return
+        if name == "exit.json":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(reserve)
 
     def forget() -> None:
         for path in cfg["secrets"]:
@@ -480,8 +541,16 @@ def supervise(cfg: dict[str, Any]) -> int:
                              "started": started, "ended": time.time()})
         return 1
     os.close(slave)
-    record("pid.json", {"pid": proc.pid, "ticks": start_time(proc.pid), "supervisor": os.getpid(),
-                        "supervisor_ticks": start_time(os.getpid()), "started": started})
+    try:
+        record("pid.json", {"pid": proc.pid, "ticks": start_time(proc.pid), "supervisor": os.getpid(),
+                            "supervisor_ticks": start_time(os.getpid()), "started": started})
+    except OSError as exc:  # a full disk: an nmap nobody could find by its PID must not run on
+        proc.kill()
+        proc.wait()
+        forget()
+        record("exit.json", {"rc": None, "reason": "error", "started": started, "ended": time.time(),
+                             "detail": disk_full(os.path.join(d, "out")) or f"cannot record nmap's PID: {exc}"})
+        return 1
     deadline = started + cfg["timeout"] if cfg["timeout"] > 0 else None
     reason = None
     kill_at = None
@@ -500,7 +569,6 @@ def supervise(cfg: dict[str, Any]) -> int:
             elif kill_at is not None and now > kill_at:
                 proc.kill()
                 kill_at = None
-    forget()
     if reason is None:
         stop_info = read_json(os.path.join(d, "stop.json"))
         if stop_info is not None:
@@ -511,7 +579,13 @@ def supervise(cfg: dict[str, Any]) -> int:
             reason = "signal"
         else:
             reason = "error"
-    record("exit.json", {"rc": rc, "reason": reason, "started": started, "ended": time.time()})
+    detail = None
+    if reason in ("finished", "error"):
+        detail = output_problem(d)
+        if detail is not None:
+            reason = "error"  # an empty or truncated output is never a finished job
+    forget()  # after the disk was judged: removing the secrets frees blocks of a full disk
+    record("exit.json", {"rc": rc, "reason": reason, "detail": detail, "started": started, "ended": time.time()})
     return 0
 
 

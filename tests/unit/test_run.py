@@ -428,3 +428,24 @@ def test_plan_run_writes_the_shards_and_resumes_without_changes(tmp_path):
     state = json.loads((tmp_path / first["run_id"] / runstate.STATE_FILE).read_text())
     assert [s["id"] for s in state["sessions"]] == ["x"]  # a session is recorded when something changed
 
+
+
+def test_a_full_disk_is_never_recorded_complete_and_names_the_scanner(tmp_path):
+    """nmap on a full disk exits 0 with an empty scan.xml; the supervisor records an error whose detail says
+    disk full (tests/unit/test_job_supervisor.py). The empty XML is fetched (its checksum matches) but never
+    recorded finished: its whole shard is planned again, the host is lost, and the summary says why."""
+    state = state_for("127.0.0.4, 127.0.0.10")
+    a = attempt(state, "a", "127.0.0.4, 127.0.0.10")
+    runstate.save_state(tmp_path / state.run_id, state)
+    directory = collect.attempt_dir(tmp_path, state.run_id, a)
+    directory.mkdir(parents=True)
+    (directory / "scan.xml").write_bytes(b"")
+    why = "disk full on a: no space left on device for nmap's output in /var/lib/scanfleet/runs/r/001-a/out"
+    outcome = {"id": a.id, "outcome": "exited", "rc": 0, "reason": "error", "detail": why,
+               "files": {"scan.xml": sha256_file(directory / "scan.xml")}}
+    result = collect.record_run(results=tmp_path, run_id=state.run_id, outcomes=[outcome], session="s1", now=NOW)
+    assert result["statuses"][a.id] in ("partial", "failed") and result["missing"] == 2  # none done
+    assert result["lost_hosts"] == {"a": f"{why} (exited) in attempt {a.id}"}
+    state = runstate.load_state(tmp_path / state.run_id)
+    assert [line.startswith("a: ") and why in line for line in runreport.lost_scanner_lines(state)] == [True]
+    assert collect.covered(state) == IntervalSet()

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Run playbooks/scan.yml as its own ansible-playbook process and make a fault happen for real while it scans.
 
-  fault_run.py interrupt RUN_ID ...   when one shard has finished on its scanner and another still runs,
-                                      send SIGINT to ansible-playbook's PID (as Ctrl-C would), then run the
+  fault_run.py interrupt RUN_ID ...   when one shard has finished on its scanner and another still runs
+                                      (--at fetch: once the play has begun its fetch), send SIGINT (--signal
+                                      KILL: SIGKILL) to ansible-playbook's PID (as Ctrl-C would), then run the
                                       same command again (it must resume and complete)
   fault_run.py hostdown RUN_ID ...    when VICTIM's nmap job runs, take VICTIM down (lab/lab.sh down VICTIM)
   fault_run.py partition RUN_ID ...   when VICTIM's nmap job runs, take its link down inside its network
@@ -13,8 +14,17 @@
                                       the child of the unshare PID that lab/lab.sh recorded); after the run,
                                       SIGCONT them and run the same command again
 
-Neither partition nor freeze closes the controller's SSH masters to VICTIM before the fault (lab/lab.sh down
-does): the controller sees what it sees when a real VM freezes or loses its network.
+  fault_run.py slowlink RUN_ID ...    when VICTIM's nmap job runs, 300 ms delay and 5% loss on its link (tc
+                                      qdisc add dev eth0 root netem ... inside its network namespace; without
+                                      netem in the kernel: 5% loss by nftables and a 1 Mbit/s tbf); after the
+                                      run, the qdisc (and table) removed and the same command again
+  fault_run.py diskfull RUN_ID ...    before the run, a 1 MiB tmpfs on VICTIM's run directory inside its mount
+                                      namespace (nsenter -t INIT -m -r); when VICTIM's nmap job runs, filled
+                                      (cat /dev/zero) so nmap's writes fail; after the run, unmounted and the
+                                      same command again
+
+None of partition, freeze, slowlink and diskfull closes the controller's SSH masters to VICTIM before the fault
+(lab/lab.sh down does): the controller sees what it sees when a real VM freezes or loses its network.
 
 The scanners' job records (RUN_ID/ATTEMPT/pid.json, exit.json under the remote run directory) are read from
 inside each lab host (lab/lab.sh exec), not over SSH. Prints a JSON report on stdout (verify.yml asserts on
@@ -161,21 +171,29 @@ def state_copy(args: argparse.Namespace, name: str) -> dict | None:
 
 
 def interrupt(args: argparse.Namespace) -> dict:
-    report: dict = {"fault": "interrupt", "run_id": args.run_id}
+    report: dict = {"fault": "interrupt", "run_id": args.run_id, "at": args.at, "signal": args.signal}
     if (status := targets_not_listening(args)) is not None:
         report["error"] = f"the lab's target hosts do not all listen before the run: {status}"
         return report
     proc, log = start(args, f"{args.run_id}-1.log")
-    report["first"] = {"pid": proc.pid, "log": str(log)}
+    report["first"] = {"pid": proc.pid, "log": str(log), "start": time.time()}
     deadline = time.monotonic() + args.timeout
     seen = None
     while time.monotonic() < deadline and proc.poll() is None:
+        if args.at == "fetch":  # the fetch is short: only the play's log is read until it begins
+            if "Fetch the outputs of the jobs" in log.read_text(errors="replace"):
+                os.kill(proc.pid, getattr(signal, f"SIG{args.signal}"))  # to ansible-playbook's PID only
+                report["first"]["signalled_after"] = round(time.monotonic() - deadline + args.timeout, 1)
+                report["at_interrupt"] = all_records(args)
+                break
+            time.sleep(0.1)
+            continue
         seen = all_records(args)
         jobs = [job for host in seen.values() if host for job in host.values()]
         done = [job for job in jobs if job["exit"]]
         running = [job for job in jobs if job["pid"] and not job["exit"]]
         if done and running:
-            os.kill(proc.pid, signal.SIGINT)  # as Ctrl-C would, to ansible-playbook's PID only
+            os.kill(proc.pid, getattr(signal, f"SIG{args.signal}"))  # as Ctrl-C would, to ansible-playbook's PID
             report["first"]["signalled_after"] = round(time.monotonic() - deadline + args.timeout, 1)
             report["at_interrupt"] = seen
             break
@@ -188,10 +206,12 @@ def interrupt(args: argparse.Namespace) -> dict:
     report["after_interrupt"] = all_records(args)
     report["state_after_interrupt"] = state_copy(args, f"{args.run_id}-state-interrupted.json")
     if "at_interrupt" not in report:
-        report["error"] = f"no moment with one job finished and another running (last seen: {seen})"
+        report["error"] = (f"no moment with one job finished and another running (last seen: {seen})"
+                           if args.at == "shard" else "the play never reached its fetch")
         return report
     proc, log = start(args, f"{args.run_id}-2.log")
     report["second"] = {"pid": proc.pid, "log": str(log), "rc": wait(proc, args.timeout)}
+    report["second"]["end"] = time.time()
     stop(proc)
     report["second"]["left_behind"] = end_leftovers(proc.pid)
     report["second"]["lines"] = plan_lines(log)
@@ -209,7 +229,7 @@ def run_with_fault(args: argparse.Namespace, log_name: str, key: str, make_fault
         report["error"] = f"the lab's target hosts do not all listen before the run: {status}"
         return report
     proc, log = start(args, log_name)
-    report["run"] = {"pid": proc.pid, "log": str(log)}
+    report["run"] = {"pid": proc.pid, "log": str(log), "start": time.time()}
     started = time.monotonic()
     while time.monotonic() - started < args.timeout and proc.poll() is None:
         jobs = records(args.lab, args.victim, f"{args.remote_dir}/{args.run_id}") or {}
@@ -289,23 +309,91 @@ def signal_namespace(init: int, sig: signal.Signals) -> int:
     return len(done)
 
 
+def run_argv(argv: list[str]) -> dict:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    return {"argv": argv, "rc": proc.returncode, "stdout": proc.stdout.strip(), "stderr": proc.stderr.strip()}
+
+
+NETEM = ["netem", "delay", "300ms", "loss", "5%"]
+# Without netem (a kernel built without CONFIG_NET_SCH_NETEM: tc says the qdisc kind is unknown) the nearest
+# fault the kernel has: 5% of the packets dropped both ways by nftables inside the victim's namespace, and its
+# egress held to 1 Mbit/s by tbf. No delay: the report says which one was made ("link").
+LOSSY_NFT = """table inet sf_slowlink {
+  chain in { type filter hook input priority 0; numgen random mod 100 < 5 drop; }
+  chain out { type filter hook output priority 0; numgen random mod 100 < 5 drop; }
+}
+"""
+
+
+def slowlink(args: argparse.Namespace, heal: bool) -> dict:
+    """300 ms delay and 5% loss on the victim's link (tc netem inside its network namespace), or, when this
+    kernel has no netem, 5% loss (nftables) and a 1 Mbit/s egress (tbf); healing removes what was added."""
+    ns = ["ip", "netns", "exec", f"sf-{args.victim}"]
+    if heal:
+        done = run_argv([*ns, "tc", "qdisc", "del", "dev", "eth0", "root"])
+        nft = run_argv([*ns, "nft", "delete", "table", "inet", "sf_slowlink"]) if shutil.which("nft") else None
+        done["rc"] = 0 if done["rc"] == 0 or (nft and nft["rc"] == 0) else done["rc"]
+        return {**done, "nft": nft}
+    done = run_argv([*ns, "tc", "qdisc", "add", "dev", "eth0", "root", *NETEM])
+    if done["rc"] == 0:
+        return {**done, "link": "netem delay 300ms loss 5%"}
+    if not shutil.which("nft"):
+        return {**done, "link": "none: no netem in this kernel and no nft on the controller (apt-get install nftables)"}
+    nft = subprocess.run([*ns, "nft", "-f", "-"], input=LOSSY_NFT, capture_output=True, text=True, timeout=60,
+                         check=False)
+    tbf = run_argv([*ns, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "32kbit",
+                    "latency", "400ms"])
+    return {"argv": done["argv"], "netem_stderr": done["stderr"], "rc": nft.returncode or tbf["rc"],
+            "stderr": (nft.stderr.strip() + " " + tbf["stderr"]).strip(),
+            "link": "no netem in this kernel: nftables drops 5% both ways, tbf 1mbit egress, no delay"}
+
+
+# The victim's run directory as a tiny tmpfs, inside its mount namespace (nsenter -m -r: its mounts and its
+# root, as its sshd and the job supervisors see them), and its PID namespace (-p): its /proc is mounted for that
+# namespace, so without -p /proc/self does not resolve and umount cannot read its mount table. $1: the run
+# directory.
+DISK = {
+    "mount": 'gid=$(stat -c %g "$1") && mount -t tmpfs -o size=1m,mode=0750,uid=0,gid="$gid" sf-diskfull "$1"',
+    "fill": 'cat /dev/zero > "$1/ballast" 2>/dev/null; df -k "$1" | tail -n 1',
+    "umount": 'umount -l "$1"',
+}
+
+
+def disk(args: argparse.Namespace, step: str) -> dict:
+    """A step of the full disk on the victim (:data:`DISK`)."""
+    init = host_init(args, args.victim)
+    return {"init": init, **run_argv(["nsenter", "-t", str(init), "-m", "-p", "-r", "--", "sh", "-c", DISK[step], "sh",
+                                      args.remote_dir])}
+
+
 def cut(args: argparse.Namespace, kind: str, heal: bool) -> dict:
     """Make (or heal) the fault ``kind`` on the victim; returns what was done."""
     if kind == "partition":
         argv = ["ip", "netns", "exec", f"sf-{args.victim}", "ip", "link", "set", "eth0", "up" if heal else "down"]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
         return {"argv": argv, "rc": proc.returncode, "stderr": proc.stderr.strip()}
+    if kind == "slowlink":
+        return slowlink(args, heal)
+    if kind == "diskfull":
+        return disk(args, "umount" if heal else "fill")
     init = host_init(args, args.victim)
     sig = signal.SIGCONT if heal else signal.SIGSTOP
     return {"signal": sig.name, "init": init, "processes": signal_namespace(init, sig), "rc": 0}
 
 
 def real_fault(args: argparse.Namespace) -> dict:
-    """partition / freeze: the fault while the victim's nmap runs, the run to its end, then healing (always,
-    once the fault was made) and the same command again (the victim's jobs of the run must all be ended)."""
+    """partition / freeze / slowlink / diskfull: the fault while the victim's nmap runs, the run to its end, then
+    healing (always, once the fault was made) and the same command again (the victim's jobs of the run must all
+    be ended)."""
     base = f"{args.remote_dir}/{args.run_id}"
     made: dict = {}
+    report: dict = {"fault": args.fault, "run_id": args.run_id, "victim": args.victim}
     try:
+        if args.fault == "diskfull":  # the tiny run directory first; filled once the victim's nmap runs
+            made["mount"] = disk(args, "mount")
+            if made["mount"]["rc"] != 0:
+                report["error"] = f"cannot mount a tmpfs on {args.victim}: {made['mount']}"
+                return report
         report = run_with_fault(args, f"{args.run_id}-1.log", "cut",
                                 lambda: made.setdefault("cut", cut(args, args.fault, heal=False)))
         if "run" in report:
@@ -317,6 +405,10 @@ def real_fault(args: argparse.Namespace) -> dict:
     if "error" in report:
         return report
     report["heal"] = healed
+    if healed.get("rc") != 0:  # a fault left in place would spoil every later run on this host
+        report["error"] = f"cannot heal {args.fault} on {args.victim}: {healed}"
+        return report
+    report["made"] = made
     report["before_next"] = records(args.lab, args.victim, base)
     proc, log = start(args, f"{args.run_id}-2.log")
     report["next"] = {"pid": proc.pid, "log": str(log), "rc": wait(proc, args.timeout)}
@@ -330,7 +422,7 @@ def real_fault(args: argparse.Namespace) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("fault", choices=["interrupt", "hostdown", "partition", "freeze"])
+    parser.add_argument("fault", choices=["interrupt", "hostdown", "partition", "freeze", "slowlink", "diskfull"])
     parser.add_argument("run_id")
     parser.add_argument("--project", required=True)
     parser.add_argument("--inventory", required=True)
@@ -342,6 +434,9 @@ def main() -> int:
     parser.add_argument("--ansible-playbook", default="ansible-playbook")
     parser.add_argument("--remote-dir", default="/var/lib/scanfleet/runs")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--at", choices=["shard", "fetch"], default="shard",
+                        help="interrupt: when one shard has finished and another runs, or once the play fetches")
+    parser.add_argument("--signal", choices=["INT", "KILL"], default="INT", help="interrupt: the signal sent")
     parser.add_argument("--lab-dir", default=os.environ.get("SCANFLEET_LAB_DIR", "/var/lib/scanfleet-lab"))
     args = parser.parse_args()
     args.lab = f"{args.project}/lab/lab.sh"
