@@ -47,13 +47,6 @@ class RoundPlan:
     rate_lines: list[str] = dataclasses.field(default_factory=list)  # the rates, for people
 
 
-def _positive(weight: Any) -> bool:
-    try:
-        return float(weight) > 0
-    except (TypeError, ValueError):
-        return False  # shards.shard names a bad weight
-
-
 def _hosts_text(hosts: Iterable[str]) -> str:
     names = sorted(hosts)
     return ", ".join(names) if names else "none"
@@ -110,15 +103,18 @@ def plan_round(state: RunState, *, weights: Mapping[str, Any], available: Iterab
                 f"run {state.run_id}: {counted(todo.size, 'address')} left to scan ({todo.describe()}) but no scanner "
                 f"host is available ({why}); bring a scanner back and re-run the same command to resume")
         chosen, sitting_out = rates.eligible(limits, usable, holds)
-        if not chosen:
-            held_text = ", ".join(f"{h.attempt} on {h.host} {h.rate} ({h.why})" for h in holds) or "nothing"
+        held_text = ", ".join(f"{h.attempt} on {h.host} {h.rate} ({h.why})" for h in holds) or "nothing"
+        if not chosen and not reattached:
             raise ScanfleetError(
                 f"run {state.run_id}: {counted(todo.size, 'address')} left to scan but the rate budget leaves no "
                 f"scanner 1 {rates.UNIT}: {'; '.join(f'{h}: {why}' for h, why in sorted(sitting_out.items()))} "
                 f"(held: {held_text}); raise {rates.BUDGET_VAR} (or {rates.CAP_VAR}), or re-run once the held "
                 "jobs have ended")
+        if not chosen:  # the resumed jobs use the budget: what is left waits until they end (the next round)
+            notes.append(f"round {round_no}: {counted(todo.size, 'address')} wait for the next round: the rate "
+                         f"budget is held by jobs that run or may run ({held_text})")
         shards = _shard(todo, {h: usable[h] for h in chosen}, mode=mode, seed=seed, block_prefix=block_prefix,
-                        block_prefix6=block_prefix6)
+                        block_prefix6=block_prefix6) if chosen else {}
         for host in sorted(shards):
             for family in FAMILIES:
                 part = IntervalSet.from_family(family, shards[host].intervals(family))
@@ -207,7 +203,7 @@ def plan_run(*, results: str | Path, run_id: str, plan: TargetPlan, options: Seq
     """
     now = time.time() if now is None else now
     limits = rates.check_limits(rate_budget, rate_cap, options, timeout=timeout, kill_grace=kill_grace,
-                                scanners=sum(1 for w in weights.values() if _positive(w)))
+                                scanners=rates.positive_count(weights.values()))
     results = Path(results)
     full, _ = run_fingerprints(plan.addresses, options)
     run_id = run_id or derived_run_id(full)

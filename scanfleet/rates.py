@@ -25,8 +25,9 @@ Rules (also in docs/scan.md):
   others (the shards follow capacity, and so do the rates).
 * **A share below 1**: nmap cannot send less than 1 packet per second usefully and ``--max-rate 0`` is not a
   limit. Scanners are taken by capacity (largest first, then by name) while the smallest exact quota stays >= 1;
-  the others *sit out the round* (they get no addresses; the plan says so, with the budget that would use
-  them). When not even one scanner can get 1 packet per second, planning stops with the fix.
+  the others *sit out the round* (they get no addresses; the plan says so). When not even one scanner can get
+  1 packet per second: with resumed jobs running, the addresses left wait for the next round (:mod:`scanfleet.plan`);
+  with none, planning stops with the fix.
 * **Jobs**: a scanner may run several jobs at once (an IPv4 and an IPv6 shard): its share is split over its new
   jobs, 1 each first, the rest by address count (largest remainder), so their sum is its share.
 * **Held rates** count against the budget before the split:
@@ -43,6 +44,7 @@ Rules (also in docs/scan.md):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -127,6 +129,16 @@ def check_limits(budget: Any = None, cap: Any = None, options: Sequence[str] = (
             f"each send at most {cap * scanners} {UNIT}, so the budget could never be used; raise {CAP_VAR} to "
             f"at least {-(-budget // scanners)}, or lower {BUDGET_VAR} to {cap * scanners} or less")
     return limits
+
+
+def positive_count(capacities: Iterable[Any]) -> int:
+    """How many of the scanners' capacities are positive numbers (the N of the cap rule); a capacity that is not
+    a number is left to the sharding, which names it."""
+    count = 0
+    for raw in capacities:
+        with contextlib.suppress(TypeError, ValueError):
+            count += not isinstance(raw, bool) and float(raw) > 0
+    return count
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,5 +297,5 @@ def summary(limits: Limits, rates: Mapping[str, int], holds: Sequence[Hold], low
     return lines
 
 
-__all__ = ["Hold", "Limits", "check_limits", "eligible", "held", "left_over", "per_job", "rate_value", "split",
-           "summary"]
+__all__ = ["Hold", "Limits", "check_limits", "eligible", "held", "left_over", "per_job", "positive_count",
+           "rate_value", "split", "summary"]

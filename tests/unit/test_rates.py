@@ -209,6 +209,26 @@ def test_when_a_scanner_is_lost_its_rate_stays_held_while_its_nmap_may_still_run
     assert {a.host for a in second.new} == {"a", "b"}
 
 
+def test_a_job_of_an_earlier_run_whose_scanner_is_away_now_holds_its_rate():
+    """The controller went away mid-scan; the next playbook run cannot reach c: c's job is recorded lost at
+    planning (its nmap may still run, detached) and its rate is held."""
+    state = fresh()
+    plan(state, {"a": 1, "b": 1, "c": 1}, budget=300)  # every attempt still assigned
+    rp = plan(state, {"a": 1, "b": 1, "c": 1}, available=["a", "b"], budget=300, session="s2", now=NOW + 60)
+    assert [a.id for a in rp.lost] == ["003-c"] and [a.id for a in rp.reattached] == ["001-a", "002-b"]
+    # 300 - 100 (a, resumed) - 100 (b, resumed) - 100 (c, held): nothing left, c's addresses wait
+    assert rp.new == [] and rp.rates == {"a": 100, "b": 100} and rp.todo.size == 85
+    assert "c: 100 pkt/s held by attempt 003-c (lost, its nmap may still run): counted against the budget" in (
+        rp.rate_lines)
+    assert ("round 1: 85 addresses wait for the next round: the rate budget is held by jobs that run or may run "
+            "(001-a on a 100 (resumed), 002-b on b 100 (resumed), 003-c on c 100 (lost, may still run))") in rp.notes
+    for a in rp.reattached:  # a and b finish; the next round splits what c does not hold
+        a.status = "finished"
+    rp = plan(state, {"a": 1, "b": 1, "c": 1}, available=["a", "b"], budget=300, session="s2", round_no=2,
+              now=NOW + 120)
+    assert rp.rates == {"a": 100, "b": 100} and sum(a.size for a in rp.new) == 85
+
+
 def test_a_lost_scanners_rate_is_released_by_the_timeout_or_when_it_answers_again():
     def scenario(*, timeout, now, available):
         state = fresh()
