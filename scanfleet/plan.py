@@ -150,7 +150,8 @@ def plan_round(state: RunState, *, weights: Mapping[str, Any], available: Iterab
                   if any(a.max_rate for a in attempts)}
     return RoundPlan(assignments=assignments, new=new, reattached=reattached, lost=lost, todo=todo,
                      notes=notes, rates=host_rates,
-                     rate_lines=rates.summary(limits, host_rates, holds, lowered, sitting_out, round_no))
+                     rate_lines=rates.summary(limits, host_rates, holds, lowered, sitting_out, round_no,
+                                              unlimited=[a.id for a in reattached if not a.max_rate]))
 
 
 def _attempt_view(attempt: Attempt) -> dict[str, Any]:

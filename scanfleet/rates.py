@@ -263,9 +263,9 @@ def per_job(host: str, share: int, sizes: Mapping[str, int]) -> dict[str, int]:
 
 
 def summary(limits: Limits, rates: Mapping[str, int], holds: Sequence[Hold], lowered: Sequence[str],
-            out: Mapping[str, str], round_no: int) -> list[str]:
+            out: Mapping[str, str], round_no: int, unlimited: Sequence[str] = ()) -> list[str]:
     """The plan's lines about the rates: the budget, each scanner's rate, held rates, lowered shares, hosts that
-    sit out."""
+    sit out, and resumed attempts planned before a limit was set (``unlimited``)."""
     if not limits.active:
         return []
     total = sum(rates.values())
@@ -294,6 +294,10 @@ def summary(limits: Limits, rates: Mapping[str, int], holds: Sequence[Hold], low
                      + (f" ({', '.join(why)})" if why else ""))
     for h, why in sorted(out.items()):
         lines.append(f"round {round_no}: {h} sits out (no addresses): {why}")
+    if unlimited:
+        lines.append(f"resumed without --max-rate (planned before a rate limit was set; a running nmap keeps its "
+                     f"pace): {', '.join(unlimited)}; the limits apply to the new jobs only. To hold the budget "
+                     "exactly, let these end first or scan under a new nmap_scan_run_id")
     return lines
 
 
