@@ -63,18 +63,19 @@ def estimate(*, total: int, done: int, left_at_start: int, progressed: int, seco
 
 
 def fleet_line(*, total: int, done: int, reporting: int, left_at_start: int, progressed: int,
-               seconds: float) -> str:
-    """The fleet-wide progress line."""
+               seconds: float, unit: str = "addresses") -> str:
+    """The fleet-wide progress line; ``unit``: what is counted (addresses; (host, port) pairs for a phase that
+    scans pairs)."""
     percent = 100.0 * done / total if total else 100.0
-    text = f"fleet: {done}/{total} addresses done ({percent:.1f}%), {reporting} scanner(s) reporting"
+    text = f"fleet: {done}/{total} {unit} done ({percent:.1f}%), {reporting} scanner(s) reporting"
     left = estimate(total=total, done=done, left_at_start=left_at_start, progressed=progressed, seconds=seconds)
     if done >= total:
         return text + "; all done"
     if left is None:
         need = max(1, math.ceil(MIN_SHARE * left_at_start))
-        return (text + f"; no estimate of the time left yet (after {need} address(es) done in this round and "
+        return (text + f"; no estimate of the time left yet (after {need} of them done in this round and "
                 f"{int(MIN_SECONDS)} s)")
-    return (text + f"; about {_clock(left)} left (at {progressed / seconds:.2f} addresses/s over "
+    return (text + f"; about {_clock(left)} left (at {progressed / seconds:.2f} {unit}/s over "
             f"{_clock(seconds)} of this round)")
 
 
@@ -105,11 +106,11 @@ class FleetBoard:
     """One scanner's side of the fleet-wide line: call it with that scanner's jobs after every poll
     (attempt id -> (shard size, addresses done, ended)). ``round_id`` tells this round's files from older
     ones (e.g. session and round number); ``total``/``covered``: the run's addresses, and those covered
-    before this round."""
+    before this round (``unit``: what they count, for the line)."""
 
     def __init__(self, directory: str | os.PathLike[str], host: str, *, round_id: str, total: int, covered: int,
                  show: Callable[[str], None], every: float = 10, quiet_every: float = 60,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, unit: str = "addresses") -> None:
         self.dir = Path(directory)
         self.host = host
         self.round_id = round_id
@@ -119,6 +120,7 @@ class FleetBoard:
         self.every = float(every)
         self.quiet_every = float(quiet_every)
         self.clock = clock
+        self.unit = unit
         self.first: dict[str, int] = {}  # attempt -> done when first seen (a resumed job may be well on)
 
     def __call__(self, jobs: Mapping[str, tuple[int, int, bool]]) -> str | None:
@@ -156,7 +158,7 @@ class FleetBoard:
             left_at_start = max(self.total - self.covered - (done - progressed), 0)
             line = fleet_line(total=self.total, done=min(self.covered + done, self.total), reporting=reporting,
                               left_at_start=left_at_start, progressed=progressed,
-                              seconds=now - float(fleet["began"]))
+                              seconds=now - float(fleet["began"]), unit=self.unit)
             shown = fleet.get("shown")
             due = shown is None or (now - shown >= self.every and (
                 _figures(line) != _figures(fleet.get("line")) or now - shown >= self.quiet_every))

@@ -17,6 +17,9 @@ description:
     another target set or other options is refused. Plans one round: attempts still assigned are handed to
     their host again when it is available, everything neither covered nor assigned is sharded over the
     O(available) hosts by capacity; writes the shards as nmap -iL files in C(RESULTS/RUN_ID/shards/)."
+  - "With O(rate_budget) and/or O(rate_cap), each new attempt gets C(max_rate), its share of the fleet's packets
+    per second (C(scanfleet.rates)), which M(scanfleet.fleet.scan_job) passes to nmap as C(--max-rate); the lines
+    and RV(rates) show each scanner's rate."
   - In check mode nothing is written; the plan is returned.
 extends_documentation_fragment:
   - scanfleet.fleet.controller

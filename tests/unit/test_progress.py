@@ -56,7 +56,7 @@ def test_the_fleet_line_reads_the_scanners_figures_and_prints_once_per_poll(tmp_
     clock, lines = Clock(), []
     a = board(tmp_path, "scanner1", clock, lines, total=1024, covered=24)
     b = board(tmp_path, "scanner2", clock, lines, total=1024, covered=24)
-    no_estimate = "no estimate of the time left yet (after 50 address(es) done in this round and 30 s)"
+    no_estimate = "no estimate of the time left yet (after 50 of them done in this round and 30 s)"
     assert a({"001-scanner1": (500, 0, False)}) == (
         f"fleet: 24/1024 addresses done (2.3%), 1 scanner(s) reporting; {no_estimate}")
     assert b({"002-scanner2": (500, 0, False)}) is None  # the same poll: a line was just printed
@@ -103,7 +103,14 @@ def test_an_earlier_rounds_figures_are_left_out(tmp_path):
     # poll is the round's starting point: 5% of the 40 left then is 2
     assert second({"003-s2": (50, 10, False)}) == (
         "fleet: 60/100 addresses done (60.0%), 1 scanner(s) reporting; no estimate of the time left yet (after 2 "
-        "address(es) done in this round and 30 s)")
+        "of them done in this round and 30 s)")
+
+
+def test_the_line_counts_what_the_phase_scans():
+    assert progress.fleet_line(total=40, done=10, reporting=2, left_at_start=40, progressed=10, seconds=60,
+                               unit="(host, port) pairs") == (
+        "fleet: 10/40 (host, port) pairs done (25.0%), 2 scanner(s) reporting; about 0:03:00 left (at 0.17 "
+        "(host, port) pairs/s over 0:01:00 of this round)")
 
 
 def test_an_unchanged_line_is_printed_again_after_quiet_every(tmp_path):
