@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from scanfleet.job_model import HOST_LOST_OUTCOMES, OUTCOMES, STATUSES, job_outcome, outcome_line
+from scanfleet.progress import job_done
 
 # --------------------------------------------------------------------------------------------------
 # Progress
@@ -276,12 +277,16 @@ def wait_jobs(call: Callable[[str, list[str], dict[str, Any] | None], dict[str, 
               stall_timeout: float = 600, timeout: float = 0, kill_grace: float = 10, quiet_every: float = 60,
               lost_after: float = 90, transient: tuple[type[BaseException], ...] = (),
               clock: Callable[[], float] = time.monotonic,
-              sleep: Callable[[float], None] = time.sleep) -> tuple[list[dict[str, Any]], bool]:
+              sleep: Callable[[float], None] = time.sleep,
+              progress: Callable[[dict[str, tuple[int, int, bool]]], Any] | None = None,
+              ) -> tuple[list[dict[str, Any]], bool]:
     """The wait of scanfleet.fleet.scan_wait on one host: poll the jobs (``call("status", ids, None)``), show
     progress, end stalled or overdue jobs (``call("stopped", [id], {"reason": ..., "kill_grace": ...})``), until
     every attempt has an outcome. Every call is bounded (:class:`BoundedCaller`): when nothing answered for
     ``lost_after`` seconds, the pending attempts get the outcome ``unreachable`` ("no answer for N s") and the
-    wait returns at once. Returns (the outcomes in attempt order, whether a job was stopped)."""
+    wait returns at once. After every poll, and at the end, ``progress`` gets each attempt's (shard size,
+    addresses done, ended) (:func:`scanfleet.progress.job_done`; the fleet-wide line,
+    :class:`scanfleet.progress.FleetBoard`). Returns (the outcomes in attempt order, whether a job was stopped)."""
     watch = ContactWatch(lost_after, clock)
     caller = BoundedCaller(watch, transient)
     sizes = {a["id"]: int(a.get("size", 0)) for a in attempts}
@@ -289,6 +294,7 @@ def wait_jobs(call: Callable[[str, list[str], dict[str, Any] | None], dict[str, 
     last_line: dict[str, tuple[str, float]] = {}
     pending = {a["id"] for a in attempts}
     outcomes: dict[str, dict] = {}
+    figures = {a["id"]: (sizes[a["id"]], 0, False) for a in attempts}
     changed = False
     start = clock()
     deadline = start + timeout + kill_grace + 3 * poll if timeout > 0 else None
@@ -298,6 +304,7 @@ def wait_jobs(call: Callable[[str, list[str], dict[str, Any] | None], dict[str, 
         detail = watch.detail() + (f": {why}" if why else "")
         for attempt_id in sorted(pending):
             outcomes[attempt_id] = unreachable_outcome(attempt_id, detail)
+            figures[attempt_id] = (sizes[attempt_id], 0, True)
             show(f"{host} {attempt_id}: the host is lost ({detail}); its share goes to the other scanners")
         pending.clear()
 
@@ -318,12 +325,17 @@ def wait_jobs(call: Callable[[str, list[str], dict[str, Any] | None], dict[str, 
             outcome = job_outcome(status)
             if outcome is not None:
                 outcomes[attempt_id] = attempt_outcome(attempt_id, outcome, status)
+                figures[attempt_id] = (sizes[attempt_id], job_done(sizes[attempt_id], outcome=outcome,
+                                                                   hosts_done=status.get("hosts_done")), True)
                 show(format_outcome(host, attempt_id, outcome, status))
                 continue
-            progress = parse_stats(status.get("tail") or "")
+            stats = parse_stats(status.get("tail") or "")
+            figures[attempt_id] = (sizes[attempt_id], job_done(sizes[attempt_id], hosts_done=status.get("hosts_done"),
+                                                               hosts_completed=stats and stats.hosts_completed),
+                                   False)
             stall = watches[attempt_id]
-            quiet = stall.update(progress_signature(status, progress), now)
-            line = format_progress(host, attempt_id, sizes[attempt_id], status, progress, quiet_for=quiet)
+            quiet = stall.update(progress_signature(status, stats), now)
+            line = format_progress(host, attempt_id, sizes[attempt_id], status, stats, quiet_for=quiet)
             shown, when = last_line.get(attempt_id, ("", 0.0))
             if line != shown or now - when >= quiet_every:
                 show(line)
@@ -346,10 +358,16 @@ def wait_jobs(call: Callable[[str, list[str], dict[str, Any] | None], dict[str, 
                 continue
             status = answer.value.get(attempt_id, {"state": "dead"})
             outcomes[attempt_id] = attempt_outcome(attempt_id, reason, status)
+            figures[attempt_id] = (sizes[attempt_id], job_done(sizes[attempt_id], outcome=reason,
+                                                               hosts_done=status.get("hosts_done")), True)
             changed = True
             pending.discard(attempt_id)
+        if progress is not None:
+            progress(dict(figures))
         if pending:
             sleep(min(poll, watch.remaining()))
+    if progress is not None:
+        progress(dict(figures))  # the last figures (a lost host leaves the loop before the call above)
     return [outcomes[a["id"]] for a in attempts if a["id"] in outcomes], changed
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scanfleet import ScanfleetError
+from scanfleet import ScanfleetError, rates
 from scanfleet.collect import coverage, covered
 from scanfleet.intervals import FAMILIES, IPV6, IntervalSet, render_lines
 from scanfleet.shards import shard as _shard
@@ -43,6 +43,8 @@ class RoundPlan:
     lost: list[Attempt]
     todo: IntervalSet  # what was left to assign before this round's new attempts
     notes: list[str]
+    rates: dict[str, int] = dataclasses.field(default_factory=dict)  # host -> --max-rate of its jobs, summed
+    rate_lines: list[str] = dataclasses.field(default_factory=list)  # the rates, for people
 
 
 def _hosts_text(hosts: Iterable[str]) -> str:
@@ -53,12 +55,14 @@ def _hosts_text(hosts: Iterable[str]) -> str:
 def plan_round(state: RunState, *, weights: Mapping[str, Any], available: Iterable[str],
                unavailable: Mapping[str, str] | None = None, session: str, round_no: int, now: float,
                mode: str = "contiguous", seed: int = 0, style: str = "auto", block_prefix: int | None = None,
-               block_prefix6: int | None = None) -> RoundPlan:
+               block_prefix6: int | None = None, limits: rates.Limits | None = None) -> RoundPlan:
     """Decide what each available host scans in this round; updates ``state`` (see the module docstring).
 
     ``weights``: every scanner host of the play -> capacity; ``available``: the hosts that may get work
-    now; ``unavailable``: host -> why not (for the notes).
+    now; ``unavailable``: host -> why not (for the notes); ``limits``: the rate budget and cap, each new
+    attempt gets its ``max_rate`` (see :mod:`scanfleet.rates`).
     """
+    limits = limits or rates.Limits()
     available = [h for h in sorted(set(available)) if h in weights]
     unavailable = dict(unavailable or {})
     notes: list[str] = []
@@ -86,6 +90,10 @@ def plan_round(state: RunState, *, weights: Mapping[str, Any], available: Iterab
         todo = todo - addresses
     assignments: dict[str, list[Attempt]] = {h: [a for a in reattached if a.host == h] for h in available}
     new: list[Attempt] = []
+    holds = rates.held(state.attempts, resumed=reattached, available=available, now=now, limits=limits)
+    sitting_out: dict[str, str] = {}
+    shares: dict[str, int] = {}
+    lowered: list[str] = []
     if todo:
         usable = {h: weights[h] for h in available}
         if not usable or not any(float(w) > 0 for w in usable.values()):
@@ -94,7 +102,19 @@ def plan_round(state: RunState, *, weights: Mapping[str, Any], available: Iterab
             raise ScanfleetError(
                 f"run {state.run_id}: {counted(todo.size, 'address')} left to scan ({todo.describe()}) but no scanner "
                 f"host is available ({why}); bring a scanner back and re-run the same command to resume")
-        shards = _shard(todo, usable, mode=mode, seed=seed, block_prefix=block_prefix, block_prefix6=block_prefix6)
+        chosen, sitting_out = rates.eligible(limits, usable, holds)
+        held_text = ", ".join(f"{h.attempt} on {h.host} {h.rate} ({h.why})" for h in holds) or "nothing"
+        if not chosen and not reattached:
+            raise ScanfleetError(
+                f"run {state.run_id}: {counted(todo.size, 'address')} left to scan but the rate budget leaves no "
+                f"scanner 1 {rates.UNIT}: {'; '.join(f'{h}: {why}' for h, why in sorted(sitting_out.items()))} "
+                f"(held: {held_text}); raise {rates.BUDGET_VAR} (or {rates.CAP_VAR}), or re-run once the held "
+                "jobs have ended")
+        if not chosen:  # the resumed jobs use the budget: what is left waits until they end (the next round)
+            notes.append(f"round {round_no}: {counted(todo.size, 'address')} wait for the next round: the rate "
+                         f"budget is held by jobs that run or may run ({held_text})")
+        shards = _shard(todo, {h: usable[h] for h in chosen}, mode=mode, seed=seed, block_prefix=block_prefix,
+                        block_prefix6=block_prefix6) if chosen else {}
         for host in sorted(shards):
             for family in FAMILIES:
                 part = IntervalSet.from_family(family, shards[host].intervals(family))
@@ -107,7 +127,12 @@ def plan_round(state: RunState, *, weights: Mapping[str, Any], available: Iterab
                 state.attempts.append(attempt)
                 assignments[host].append(attempt)
                 new.append(attempt)
-        skipped = sorted(h for h in available if not assignments[h])
+        shares, lowered = rates.split(limits, {h: usable[h] for h in sorted({a.host for a in new})}, holds)
+        for host, share in shares.items():
+            jobs = {a.id: a for a in new if a.host == host}
+            for attempt_id, rate in rates.per_job(host, share, {i: a.size for i, a in jobs.items()}).items():
+                jobs[attempt_id].max_rate = rate
+        skipped = sorted(h for h in available if not assignments[h] and h not in sitting_out)
         shared = sorted({a.host for a in new})
         if unavailable:
             away = ", ".join(f"{h} ({why})" for h, why in sorted(unavailable.items()) if h in weights)
@@ -121,13 +146,18 @@ def plan_round(state: RunState, *, weights: Mapping[str, Any], available: Iterab
         notes.append(text)
         state.event(session, text, now)
     state.updated = now
+    host_rates = {h: sum(a.max_rate or 0 for a in attempts) for h, attempts in assignments.items()
+                  if any(a.max_rate for a in attempts)}
     return RoundPlan(assignments=assignments, new=new, reattached=reattached, lost=lost, todo=todo,
-                     notes=notes)
+                     notes=notes, rates=host_rates,
+                     rate_lines=rates.summary(limits, host_rates, holds, lowered, sitting_out, round_no,
+                                              unlimited=[a.id for a in reattached if not a.max_rate]))
 
 
 def _attempt_view(attempt: Attempt) -> dict[str, Any]:
     return {"id": attempt.id, "host": attempt.host, "family": attempt.family, "ipv6": attempt.family == IPV6,
-            "lines": attempt.lines, "size": attempt.size, "status": attempt.status, "round": attempt.round}
+            "lines": attempt.lines, "size": attempt.size, "status": attempt.status, "round": attempt.round,
+            "max_rate": attempt.max_rate}
 
 
 def build_plan(*, targets: Sequence[str], targets_files: Sequence[str] = (), exclude: Sequence[str] = (),
@@ -162,13 +192,19 @@ def plan_run(*, results: str | Path, run_id: str, plan: TargetPlan, options: Seq
              weights: Mapping[str, Any], available: Sequence[str], unavailable: Mapping[str, str],
              session: str, round_no: int, mode: str = "contiguous", seed: int = 0, style: str = "auto",
              block_prefix: int | None = None, block_prefix6: int | None = None,
+             rate_budget: Any = None, rate_cap: Any = None, timeout: float = 0, kill_grace: float = 0,
              write: bool = True, now: float | None = None) -> dict[str, Any]:
     """Open (or resume) the run and plan one round; write state.json and the shards' -iL files.
 
     The shards' files are ``RESULTS/RUN_ID/shards/NNN-HOST.targets`` (nmap ``-iL``, lines in STYLE, see
     :func:`scanfleet.intervals.render_lines`); BLOCK_PREFIX/BLOCK_PREFIX6 as in :func:`scanfleet.shards.shard`.
+    RATE_BUDGET/RATE_CAP (packets per second, None: no limit) are checked against OPTIONS and the scanners
+    before anything is planned, and give each new attempt its ``max_rate`` (:mod:`scanfleet.rates`; TIMEOUT
+    and KILL_GRACE, the per-host timeout, bound how long a lost job may still send).
     """
     now = time.time() if now is None else now
+    limits = rates.check_limits(rate_budget, rate_cap, options, timeout=timeout, kill_grace=kill_grace,
+                                scanners=rates.positive_count(weights.values()))
     results = Path(results)
     full, _ = run_fingerprints(plan.addresses, options)
     run_id = run_id or derived_run_id(full)
@@ -185,7 +221,7 @@ def plan_run(*, results: str | Path, run_id: str, plan: TargetPlan, options: Seq
     current["unavailable"] = {**current["unavailable"], **newly}
     rp = plan_round(state, weights=weights, available=available, unavailable=unavailable, session=session,
                     round_no=round_no, now=now, mode=mode, seed=seed, style=style, block_prefix=block_prefix,
-                    block_prefix6=block_prefix6)
+                    block_prefix6=block_prefix6, limits=limits)
     directory = run_dir(results, run_id)
     changed = bool(rp.new or rp.lost) or not resumed
     if write and changed:
@@ -211,8 +247,10 @@ def plan_run(*, results: str | Path, run_id: str, plan: TargetPlan, options: Seq
             lines.append(f"{host}: nothing to scan this round")
         for attempt in attempts:
             how = "resumed" if attempt in rp.reattached else "new"
-            lines.append(f"{host}: {attempt.id} ({how}) {counted(attempt.size, 'address')}: "
+            rate = f", --max-rate {attempt.max_rate}" if attempt.max_rate else ""
+            lines.append(f"{host}: {attempt.id} ({how}) {counted(attempt.size, 'address')}{rate}: "
                          f"{attempt.addresses().describe()}")
+    lines.extend(rp.rate_lines)
     lines.extend(rp.notes)
     return {
         "changed": changed,
@@ -230,6 +268,10 @@ def plan_run(*, results: str | Path, run_id: str, plan: TargetPlan, options: Seq
         "reattached": [a.id for a in rp.reattached],
         "lost": [a.id for a in rp.lost],
         "notes": rp.notes,
+        "rates": rp.rates,
+        "rate_budget": limits.budget,
+        "rate_cap": limits.cap,
+        "rate_total": sum(rp.rates.values()),
         "newly_unavailable": newly,
         "scanners_excluded": plan.scanner_addresses.describe(),
         "resolved": plan.resolved(),

@@ -32,7 +32,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                       weights={s.name: s.weight for s in scanners}, available=[s.name for s in scanners],
                       unavailable={}, session=time.strftime("cli-%Y%m%dT%H%M%SZ", time.gmtime(now)), round_no=1,
                       mode=args.mode, seed=args.seed, style=args.format, block_prefix=args.block_prefix,
-                      block_prefix6=args.block_prefix6, write=not args.dry_run, now=now)
+                      block_prefix6=args.block_prefix6, rate_budget=args.rate_budget,
+                      rate_cap=args.max_rate_per_scanner, write=not args.dry_run, now=now)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
@@ -72,6 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="interleaved IPv6 block size as a prefix length (default 124)")
     plan.add_argument("--format", choices=RENDER_STYLES, default="auto",
                       help="-iL lines: CIDRs, nmap octet ranges, or whichever is shorter (default)")
+    plan.add_argument("--rate-budget", metavar="PPS", default=None,
+                      help="packets per second the whole fleet may send, split by weight (each scanner's nmap "
+                           "--max-rate; default: no limit)")
+    plan.add_argument("--max-rate-per-scanner", metavar="PPS", default=None,
+                      help="packets per second any one scanner may send (default: no cap)")
     plan.add_argument("--dry-run", action="store_true", help="plan and print, write nothing")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.set_defaults(func=_cmd_plan)

@@ -60,6 +60,11 @@ def _weights(hosts: Mapping[str, Real | str]) -> dict[str, Fraction]:
     return out
 
 
+def capacity_weights(hosts: Mapping[str, Real | str]) -> dict[str, Fraction]:
+    """HOSTS' weights (name -> capacity) checked and exact; an error names a bad one and the fix."""
+    return _weights(hosts)
+
+
 def largest_remainder(total: int, hosts: Mapping[str, Real | str]) -> dict[str, int]:
     """Split TOTAL between HOSTS in proportion to their weights, exactly (sum == TOTAL).
 

@@ -109,6 +109,7 @@ class Attempt:
     exit: str | None = None  # runstats exit
     elapsed: float | None = None  # runstats elapsed (or last seen - start for truncated files)
     versiondb: str | None = None  # probes file used ("" = nmap's own)
+    max_rate: int | None = None  # the job's nmap --max-rate (None: none), see scanfleet.rates
 
     def addresses(self) -> IntervalSet:
         return addresses_of(parse_target_lines(self.lines, source=f"attempt {self.id}", allow_hostnames=False))

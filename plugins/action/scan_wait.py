@@ -7,7 +7,8 @@ of the scan -- prints one progress line per job from nmap's ``--stats-every`` fi
 Every call to the host runs in a daemon thread and is waited for at most until nothing has answered for
 ``lost_after`` seconds: then the host's pending attempts are ``unreachable`` and the action returns at once
 (the stuck call is abandoned). The loop and its rules (contact, outcome, progress, stall, the result) are
-scanfleet.jobs' (wait_jobs), over the words of scanfleet.job_model; documentation:
+scanfleet.jobs' (wait_jobs), over the words of scanfleet.job_model; the fleet-wide line (addresses done of
+the run's total, time left) is scanfleet.progress' (FleetBoard, shared through files in progress_dir); documentation:
 plugins/modules/scan_wait.py.
 """
 
@@ -27,7 +28,7 @@ class ActionModule(ActionBase):
     _requires_connection = True
     _supports_check_mode = True
     _VALID_ARGS = frozenset(("run_id", "base_dir", "attempts", "poll", "stall_timeout", "timeout", "kill_grace",
-                             "quiet_every", "lost_after"))
+                             "quiet_every", "lost_after", "progress_dir", "round_id", "total", "covered"))
 
     def _job(self, task_vars, state, attempts, extra=None):
         args = {"state": state, "base_dir": self._task.args["base_dir"], "run_id": self._task.args["run_id"],
@@ -42,7 +43,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         try:
-            from scanfleet import jobs
+            from scanfleet import jobs, progress
         except ImportError as exc:
             raise AnsibleActionFail(f"the scanfleet package is not importable ({exc}): run ansible from the "
                                     "project's virtualenv (make venv; . .venv/bin/activate)") from None
@@ -65,11 +66,16 @@ class ActionModule(ActionBase):
             result["msg"] = "check mode: nothing is waited for"
             return result
 
+        board = None
+        if args.get("progress_dir"):  # the fleet-wide line, shared with the other scanners' waits
+            board = progress.FleetBoard(args["progress_dir"], host, round_id=str(args.get("round_id", "")),
+                                        total=int(args.get("total", 0)), covered=int(args.get("covered", 0)),
+                                        show=display.display, every=poll, quiet_every=quiet_every)
         outcomes, changed = jobs.wait_jobs(
             lambda state, ids, extra: self._job(task_vars, state, [{"id": i} for i in ids], extra),
             attempts, host=host, show=display.display, poll=poll, stall_timeout=stall_timeout, timeout=timeout,
             kill_grace=kill_grace, quiet_every=quiet_every, lost_after=lost_after,
-            transient=(AnsibleConnectionFailure,))
+            transient=(AnsibleConnectionFailure,), progress=board)
         result["changed"] = changed
         result["outcomes"] = outcomes
         result["fetch"] = jobs.fetch_list(result["outcomes"])

@@ -362,6 +362,8 @@ def command(job: Job, attempt: dict[str, Any], p: dict[str, Any]) -> tuple[list[
                         "used (custom matches are not available on this host)")
         versiondb = ""
     argv = [p["nmap"], *list(p["options"])]
+    if attempt.get("max_rate"):  # the attempt's share of the fleet's rate budget (scanfleet.rates)
+        argv += ["--max-rate", str(int(attempt["max_rate"]))]
     if versiondb:
         argv += ["--versiondb", versiondb]
     argv += ["--stats-every", f"{p['stats_every']}s", "-iL", job.path("targets"), "-oA", job.path("out", "scan")]

@@ -47,8 +47,9 @@ options:
     required: true
   attempts:
     description:
-      - "Attempts: C(id) (directory name), and for O(state=started) C(lines) (the -iL lines) and C(ipv6)
-        (adds C(-6))."
+      - "Attempts: C(id) (directory name), and for O(state=started) C(lines) (the -iL lines), C(ipv6)
+        (adds C(-6)) and C(max_rate) (packets per second, adds C(--max-rate); its share of the fleet's rate
+        budget, empty for none)."
     type: list
     elements: dict
     required: true
@@ -57,8 +58,8 @@ options:
     type: path
     default: /opt/scanfleet/nmap-current/bin/nmap
   options:
-    description: "nmap options before the ones the module adds: C(--versiondb), C(--stats-every), C(-iL),
-      C(-oA), C(-6)."
+    description: "nmap options before the ones the module adds: C(--max-rate), C(--versiondb), C(--stats-every),
+      C(-iL), C(-oA), C(-6)."
     type: list
     elements: str
     default: []

@@ -17,6 +17,9 @@ description:
     another target set or other options is refused. Plans one round: attempts still assigned are handed to
     their host again when it is available, everything neither covered nor assigned is sharded over the
     O(available) hosts by capacity; writes the shards as nmap -iL files in C(RESULTS/RUN_ID/shards/)."
+  - "With O(rate_budget) and/or O(rate_cap), each new attempt gets C(max_rate), its share of the fleet's packets
+    per second (C(scanfleet.rates)), which M(scanfleet.fleet.scan_job) passes to nmap as C(--max-rate); the lines
+    and RV(rates) show each scanner's rate."
   - In check mode nothing is written; the plan is returned.
 extends_documentation_fragment:
   - scanfleet.fleet.controller
@@ -95,6 +98,31 @@ options:
     type: list
     elements: str
     default: []
+  rate_budget:
+    description:
+      - "Packets per second the whole fleet may send (C(nmap_scan_rate_budget)): split over the scanners that
+        get work this round by capacity, each new attempt gets its C(max_rate) (nmap C(--max-rate)). Empty: no
+        limit. Rules: C(scanfleet.rates)."
+      - "A whole number >= 1; anything else (0, negative, fractional, not a number, a boolean) is refused, and
+        so is C(--max-rate)/C(--min-rate) in O(options) while a limit is set."
+    type: raw
+    default: null
+  rate_cap:
+    description:
+      - "Packets per second any one scanner may send (C(nmap_scan_max_rate_per_scanner)); a share above it is
+        lowered to it. Refused when the scanners at the cap could never use the budget (cap x scanners <
+        budget). Empty: no cap."
+    type: raw
+    default: null
+  timeout:
+    description: "The per-host timeout of the jobs, seconds (0: none): bounds how long a lost job may still send,
+      so how long its rate stays held against the budget."
+    type: int
+    default: 0
+  kill_grace:
+    description: "Seconds between SIGTERM and SIGKILL when a job is ended (with O(timeout))."
+    type: int
+    default: 0
 """
 
 EXAMPLES = r"""
@@ -166,6 +194,7 @@ assignments:
         size: 7
         status: assigned
         round: 1
+        max_rate: 100
 new:
   description: Ids of the attempts created this round.
   type: list
@@ -199,6 +228,28 @@ lines:
     - "run scan-5d41402abc4b (new; fingerprint 5d41402abc4b): 19 target addresses (10.77.0.101-10.77.0.119),
       0 scanned already"
     - "scanner1: 001-scanner1 (new) 7 addresses: 10.77.0.101-10.77.0.107"
+rates:
+  description: "Scanner -> the packets per second its jobs of this round may send (the sum of their --max-rate);
+    empty without a rate budget or cap."
+  type: dict
+  returned: success
+  sample: {scanner1: 100, scanner2: 200}
+rate_budget:
+  description: The fleet's rate budget in packets per second (null for none).
+  type: int
+  returned: success
+  sample: 300
+rate_cap:
+  description: The per-scanner cap in packets per second (null for none).
+  type: int
+  returned: success
+  sample: null
+rate_total:
+  description: "What the fleet's jobs of this round may send together, packets per second (not counting lost jobs
+    whose rate is held)."
+  type: int
+  returned: success
+  sample: 300
 newly_unavailable:
   description: Hosts unavailable since the last round, with the reason (warned about).
   type: dict
@@ -245,6 +296,10 @@ def main() -> None:
             "mode": {"type": "str", "choices": ["contiguous", "interleaved"], "default": "contiguous"},
             "seed": {"type": "int", "default": 0},
             "options": {"type": "list", "elements": "str", "default": []},
+            "rate_budget": {"type": "raw", "default": None},
+            "rate_cap": {"type": "raw", "default": None},
+            "timeout": {"type": "int", "default": 0},
+            "kill_grace": {"type": "int", "default": 0},
         },
         supports_check_mode=True,
     )
@@ -262,6 +317,7 @@ def main() -> None:
             weights={name: (info or {}).get("capacity", 1) for name, info in scanners.items()},
             available=p["available"], unavailable={k: str(v) for k, v in p["unavailable"].items()},
             session=p["session"], round_no=p["round"], mode=p["mode"], seed=p["seed"],
+            rate_budget=p["rate_budget"], rate_cap=p["rate_cap"], timeout=p["timeout"], kill_grace=p["kill_grace"],
             write=not module.check_mode)
     for host, why in sorted(result["newly_unavailable"].items()):
         module.warn(f"scanner {host} {why}: its share of the targets goes to "

@@ -66,6 +66,26 @@ options:
         whatever the SSH connection does: a call that hangs is abandoned."
     type: float
     default: 90
+  progress_dir:
+    description:
+      - "Controller directory where the waits of all scanners meet (C(RESULTS/RUN_ID/progress)): each writes its
+        jobs' figures there after every poll, and one line for the whole fleet is printed: addresses done of
+        O(total) and an estimate of the time left at this round's pace (none until 5% of what was left at the
+        round's start is done and 30 s have passed). Rules: C(scanfleet.progress). Empty: no fleet line."
+    type: path
+    default: ""
+  round_id:
+    description: "Names this round (the session and round number), so that an earlier round's figures are left out."
+    type: str
+    default: ""
+  total:
+    description: "The run's target addresses (the plan's C(total))."
+    type: int
+    default: 0
+  covered:
+    description: "Addresses covered before this round (the plan's C(covered))."
+    type: int
+    default: 0
 author: scanfleet
 """
 

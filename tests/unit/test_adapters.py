@@ -1,8 +1,9 @@
 """The Ansible adapters over the scanfleet package, run for real on the controller only.
 
-- Script arguments: the scan role refuses bad ones before anything is sent (the inventory's scanner is never
-  reached: every case fails in the role's checks, which run on the controller before the first connection), and
-  the values never reach Ansible's output (the job module's no_log parameter, run locally in state=status).
+- Script arguments and rate limits: the scan role refuses bad ones before anything is sent (the inventory's
+  scanner is never reached: every case fails in the role's checks, which run on the controller before the first
+  connection), and the script arguments' values never reach Ansible's output (the job module's no_log parameter,
+  run locally in state=status).
 - A Python without the scanfleet package gets a message naming the fix from every controller-side module.
 """
 
@@ -60,6 +61,23 @@ def test_bad_script_args_are_refused_before_any_connection(inventory, extra, exp
     assert "never-1" in output and "UNREACHABLE" not in output, output  # refused before the first connection
     if "nmap_scan_script_args" in extra:
         assert SECRET not in output, output
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ({"nmap_scan_rate_budget": "fast"}, "nmap_scan_rate_budget='fast' is not a number"),
+    ({"nmap_scan_rate_budget": 0}, "nmap_scan_rate_budget=0 is zero"),
+    ({"nmap_scan_max_rate_per_scanner": True}, "nmap_scan_max_rate_per_scanner=True is a boolean"),
+    ({"nmap_scan_rate_budget": 300, "nmap_scan_options_extra": ["--max-rate", "50"]},
+     "contain --max-rate while nmap_scan_rate_budget=300 is set"),
+    ({"nmap_scan_rate_budget": 300, "nmap_scan_max_rate_per_scanner": 100},  # one scanner in the inventory
+     "nmap_scan_max_rate_per_scanner=100 is below what nmap_scan_rate_budget=300 needs"),
+])
+def test_bad_rate_limits_are_refused_before_any_connection(inventory, extra, expected):
+    result = scan(inventory, extra)
+    output = " ".join((result.stdout + result.stderr).split())  # the message may be wrapped
+    assert result.returncode != 0, output
+    assert expected in output, output
+    assert "never-1" in output and "UNREACHABLE" not in output, output
 
 
 def test_job_module_never_shows_the_script_args(tmp_path):

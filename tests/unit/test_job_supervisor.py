@@ -345,7 +345,7 @@ PLAY = """\
         state: started
         base_dir: "{base}"
         run_id: r1
-        attempts: [{{id: 001-a, lines: [127.0.0.1]}}]
+        attempts: [{{id: 001-a, lines: [127.0.0.1], max_rate: 25}}]
         nmap: "{nmap}"
         options: [--mode, finish]
         user: nobody
@@ -357,6 +357,9 @@ PLAY = """\
         base_dir: "{base}"
         attempts: [{{id: 001-a, size: 1}}, {{id: 002-a, size: 1}}]
         poll: 1
+        progress_dir: "{base}/../progress"
+        round_id: s-1
+        total: 2
       register: waited
     - name: Show
       ansible.builtin.debug:
@@ -393,6 +396,9 @@ def test_the_module_and_the_wait_run_a_job_on_a_host_with_its_own_python(place, 
     assert waited["lost"] and {f["name"] for f in waited["fetch"]} == set(job_model.OUTPUTS)
     job = job_model.Job(str(place / "runs"), "r1", "001-a")
     assert Path(job.path("job_model.py")).read_text() == Path(job_model.__file__).read_text()
+    argv = json.loads(Path(job.path("job.json")).read_text())["argv"]
+    assert argv[argv.index("--max-rate"):argv.index("--max-rate") + 2] == ["--max-rate", "25"]  # its rate share
+    assert "fleet: 1/2 addresses done (50.0%), 1 scanner(s) reporting" in output  # 002-a is missing
 
 
 STALE_PLAY = """
