@@ -69,6 +69,7 @@ from scanfleet.targets import (
 PAIRS_VERSION = 1
 PHASE2_FILE = "phase2.json"
 GROUPINGS = ("union", "exact")
+DEFAULT_JOB_COST = 256  # port probes one more nmap process is worth (docs/two_phase.md)
 DEFAULT_STATES = ("open",)
 PROTOCOLS = {"tcp": "T", "udp": "U", "sctp": "S"}
 SCOPE_FIX = "widen the scope (scanfleet_scope_extra, --scope) or drop that phase-1 shard"
@@ -369,37 +370,82 @@ def _grid(hosts: Sequence[str], ports: Mapping[str, set[int]]) -> int:
     return len(hosts) * sum(len(p) for p in ports.values())
 
 
+def _width(ports: Mapping[str, set[int]], other: Mapping[str, set[int]] | None = None) -> int:
+    """Ports per host of a job with PORTS (united with OTHER's)."""
+    other = other or {}
+    return sum(len(ports.get(p, set()) | other.get(p, set())) for p in {*ports, *other})
+
+
+@dataclasses.dataclass
+class _Bin:
+    family: int
+    hosts: list[str]
+    ports: dict[str, set[int]]
+    pairs: int
+    whole: bool  # every host has all its remaining pairs here: it may share a union job
+
+    @property
+    def grid(self) -> int:
+        return len(self.hosts) * _width(self.ports)
+
+
 def group_jobs(host: str, shard: Mapping[str, Mapping[str, Iterable[int]]], *, grouping: str = "union",
-               whole: Mapping[str, Mapping[str, Iterable[int]]] | None = None) -> list[Job]:
+               whole: Mapping[str, Mapping[str, Iterable[int]]] | None = None,
+               job_cost: int = DEFAULT_JOB_COST) -> list[Job]:
     """The jobs of one scanner's SHARD of pairs (ids left empty; rules in the module docstring).
 
-    WHOLE: every pair still to scan per address (default: SHARD itself). A host whose WHOLE pairs are not
-    all in SHARD never joins a union job: the union's extra ports could be open pairs scanned elsewhere.
+    The hosts are first grouped by their exact port set. ``exact`` stops there. ``union`` then takes the
+    groups, largest first, and puts each into the union job where it adds the fewest extra port probes, if
+    that is at most JOB_COST (the port probes one more nmap process is worth), else into a new job: it
+    minimises extra probes + JOB_COST x jobs, greedily. WHOLE: every pair still to scan per address
+    (default: SHARD itself); a host whose WHOLE pairs are not all in SHARD keeps an exact job, because a
+    union's extra ports could be its open pairs that another job scans.
     """
     if grouping not in GROUPINGS:
         raise ScanfleetError(f"unknown pair grouping {grouping!r}; use one of {', '.join(GROUPINGS)}")
+    if isinstance(job_cost, bool) or not isinstance(job_cost, int) or job_cost < 0:
+        raise ScanfleetError(f"job cost {job_cost!r} is not a whole number of port probes >= 0; "
+                             f"give e.g. {DEFAULT_JOB_COST}")
     whole = shard if whole is None else whole
-    groups: dict[tuple[Any, ...], list[str]] = {}
+    exact: dict[tuple[Any, ...], _Bin] = {}
     for address in sorted(shard, key=_address_key):
         signature = _signature(shard[address])
         if not signature:
             continue
         family = _family(address)
-        if grouping == "union" and signature == _signature(whole.get(address, {})):
-            key: tuple[Any, ...] = (family, 0, ())
-        else:
-            key = (family, 1, signature)
-        groups.setdefault(key, []).append(address)
+        # exact: hosts with the same port set share a job whatever else they have elsewhere (no extra probes)
+        mergeable = grouping == "exact" or signature == _signature(whole.get(address, {}))
+        group = exact.setdefault((family, not mergeable, signature),
+                                 _Bin(family, [], {p: set(n) for p, n in signature}, 0, mergeable))
+        group.hosts.append(address)
+        group.pairs += sum(len(n) for _, n in signature)
+    bins = list(exact.values())
+    if grouping == "union":
+        merged: list[_Bin] = []
+        for key in sorted((k for k in exact if not k[1]), key=lambda k: (k[0], -exact[k].pairs, k[2])):
+            group = exact[key]
+            best, best_added = None, job_cost + 1
+            for job in merged:
+                if job.family != group.family:
+                    continue
+                added = (len(job.hosts) + len(group.hosts)) * _width(job.ports, group.ports) - job.grid - group.grid
+                if added < best_added:
+                    best, best_added = job, added
+            if best is None:
+                merged.append(_Bin(group.family, list(group.hosts), dict(group.ports), group.pairs, True))
+            else:
+                best.hosts.extend(group.hosts)
+                best.ports = {p: best.ports.get(p, set()) | group.ports.get(p, set())
+                              for p in {*best.ports, *group.ports}}
+                best.pairs += group.pairs
+        bins = merged + [b for k, b in exact.items() if k[1]]
     jobs = []
-    for (family, _, _), addresses in sorted(groups.items()):
-        ports: dict[str, set[int]] = {}
-        for address in addresses:
-            for proto, numbers in shard[address].items():
-                ports.setdefault(proto, set()).update(numbers)
+    for b in sorted(bins, key=lambda b: (b.family, not b.whole, min(_address_key(a) for a in b.hosts))):
+        addresses = sorted(b.hosts, key=_address_key)
         mine = {a: shard[a] for a in addresses}
-        jobs.append(Job(id="", host=host, family=family, hosts=addresses,
-                        ports={p: format_ranges(n) for p, n in sorted(ports.items())},
-                        pairs=encode_map(mine), size=count_pairs(mine), grid=_grid(addresses, ports)))
+        jobs.append(Job(id="", host=host, family=b.family, hosts=addresses,
+                        ports={p: format_ranges(n) for p, n in sorted(b.ports.items())},
+                        pairs=encode_map(mine), size=b.pairs, grid=b.grid))
     return jobs
 
 
@@ -498,7 +544,8 @@ def open_phase2(directory: str | Path, pairs: PairMap, targets: IntervalSet, now
 
 def plan_phase2_round(state: PhaseTwoState, *, weights: Mapping[str, Any], available: Iterable[str],
                       unavailable: Mapping[str, str] | None = None, scope: IntervalSet | None = None,
-                      grouping: str = "union", round_no: int = 1, now: float) -> list[Job]:
+                      grouping: str = "union", job_cost: int = DEFAULT_JOB_COST, round_no: int = 1,
+                      now: float) -> list[Job]:
     """Plan one phase-2 round: jobs still assigned to an unavailable scanner are lost, and every pair not
     done and not assigned is sharded over the available scanners and grouped into jobs. Returns the new jobs."""
     available = sorted(h for h in set(available) if h in weights)
@@ -523,7 +570,7 @@ def plan_phase2_round(state: PhaseTwoState, *, weights: Mapping[str, Any], avail
                              f"available ({why}); bring a scanner back and run the same command to resume")
     new = []
     for host, shard in shard_pairs(todo, usable).items():
-        for job in group_jobs(host, shard, grouping=grouping, whole=todo):
+        for job in group_jobs(host, shard, grouping=grouping, whole=todo, job_cost=job_cost):
             state.seq += 1
             job.id = f"p2-{state.seq:03d}-{host}"
             job.round = round_no
@@ -691,7 +738,7 @@ def _cmd_shard(args: argparse.Namespace) -> int:
     new = plan_phase2_round(state, weights={s.name: s.weight for s in scanners},
                             available=[s.name for s in scanners if s.name not in unavailable],
                             unavailable=unavailable, scope=_scope(args), grouping=args.grouping,
-                            round_no=round_no, now=now)
+                            job_cost=args.job_cost, round_no=round_no, now=now)
     directory = Path(args.state)
     private_dir(directory / "jobs")
     for job in new:
@@ -794,7 +841,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="scanner host and its capacity weight")
     p.add_argument("--unavailable", action="extend", nargs="+", default=[], metavar="NAME[=WHY]",
                    help="scanner that gets no work in this round (its assigned jobs are lost)")
-    p.add_argument("--grouping", choices=GROUPINGS, default="union", help="jobs per shard (default union)")
+    p.add_argument("--grouping", choices=GROUPINGS, default="union",
+                   help="union: hosts share a job while that adds at most --job-cost port probes (default); "
+                        "exact: one job per port set")
+    p.add_argument("--job-cost", type=int, default=DEFAULT_JOB_COST, metavar="PROBES",
+                   help=f"port probes one more nmap process is worth (default {DEFAULT_JOB_COST})")
     p.add_argument("--json", action="store_true", help="print the new jobs as JSON")
     _add_scope(p)
     p.set_defaults(func=_cmd_shard)

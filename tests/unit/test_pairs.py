@@ -9,13 +9,15 @@ independent full parse of the files, never from the module's output.
 from __future__ import annotations
 
 import json
+import shutil
 import xml.etree.ElementTree as ET
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
-from scanfleet import ScanfleetError, cli, pairs
+from scanfleet import ScanfleetError, cli, collect, files, pairs
+from scanfleet import plan as runplan
 from scanfleet.intervals import IntervalSet
 from scanfleet.targets import parse_scope
 
@@ -155,6 +157,27 @@ def test_union_costs_extra_probes_and_fewer_jobs_than_exact():
     # exact: scan1 {.4} {.6} {.1:2222}, scan2 {.1:8080 .5:8080} {.2} {.8}; union: one per shard + the split .1
     assert cost["exact"] == {"jobs": 6, "pairs": 11, "probes": 11, "extra": 0}
     assert cost["union"] == {"jobs": 4, "pairs": 11, "probes": 19, "extra": 8}
+
+
+@pytest.mark.parametrize("job_cost", [0, 1, 2, 3, 5, 8, 256])
+def test_union_merges_only_while_a_merge_adds_at_most_job_cost_probes(job_cost):
+    collection = phase1_collection()
+    exact = pairs.group_jobs("a", collection.pairs, grouping="exact")
+    union = pairs.group_jobs("a", collection.pairs, job_cost=job_cost)
+    saved = len(exact) - len(union)
+    assert 0 <= pairs.grid_cost(union)["extra"] <= job_cost * saved
+    assert sorted(p for j in union for p in pairs.iter_pairs(j.pair_map())) == sorted(
+        pairs.iter_pairs(collection.pairs))
+    if job_cost == 0:
+        assert saved == 0
+    if job_cost == 256:
+        assert len(union) == 1 and union[0].nmap_ports == "T:1337,2121,2222,7001,8080"
+
+
+@pytest.mark.parametrize("job_cost", [-1, True, 1.5, "256"])
+def test_a_bad_job_cost_is_refused(job_cost):
+    with pytest.raises(ScanfleetError, match=r"job cost .* is not a whole number of port probes >= 0; give e.g. 256"):
+        pairs.group_jobs("a", {"127.0.0.1": {"tcp": {22}}}, job_cost=job_cost)
 
 
 def test_unknown_grouping_is_refused():
@@ -359,3 +382,38 @@ def test_cli_refuses_a_file_that_is_not_a_pairs_file(tmp_path, capsys, text, mes
     code, _, err = run(capsys, "pairs", "shard", "--pairs", tmp_path / "pairs.json", "--state", tmp_path / "p2",
                        "--scanner", "a=1", "--scope", "127.0.0.0/8")
     assert code == 2 and message in err and "scanfleet pairs collect" in err
+
+
+# ---- from a phase-1 run directory, planned and recorded as the playbook does ---------------------------
+
+@pytest.mark.parametrize(("fixture2", "pending"), [("002-scan2", 0), ("002-scan2-cut", 4)])
+def test_collect_from_a_phase1_run_directory(tmp_path, capsys, fixture2, pending):
+    """plan_run shards 127.0.0.1-10 over scan1 and scan2 exactly as the fixtures' phase 1 did (001-scan1 gets
+    .1-.5, 002-scan2 .6-.10); record_run records the fetched XML; collect reads the run directory."""
+    plan = runplan.build_plan(targets=["127.0.0.1-10"], scope=["127.0.0.0/28"], resolver={})
+    planned_run = runplan.plan_run(results=tmp_path, run_id="p1", plan=plan, options=["-sS"],
+                                   weights={"scan1": 1, "scan2": 1}, available=["scan1", "scan2"],
+                                   unavailable={}, session="s", round_no=1, now=1.0)
+    assert planned_run["new"] == ["001-scan1", "002-scan2"]
+    outcomes = []
+    for attempt_id, host, fixture in (("001-scan1", "scan1", "001-scan1"), ("002-scan2", "scan2", fixture2)):
+        target = tmp_path / "p1" / host / attempt_id / "scan.xml"
+        target.parent.mkdir(parents=True)
+        shutil.copy(P1 / fixture / "scan.xml", target)
+        outcomes.append({"id": attempt_id, "outcome": "finished" if not pending else "stalled",
+                         "files": {"scan.xml": files.sha256_file(target)}})
+    collect.record_run(results=tmp_path, run_id="p1", outcomes=outcomes, session="s", now=2.0)
+    targets, shards = pairs.shards_from_run(tmp_path / "p1")
+    result = pairs.collect(shards, targets, SCOPE)
+    assert result.accounting()["pending"] == pending
+    if not pending:
+        assert result.accounting() == phase1_collection().accounting()
+        assert result.pairs == phase1_collection().pairs
+    code, _, _ = run(capsys, "pairs", "collect", "--run-dir", tmp_path / "p1", "--scope", "127.0.0.0/28",
+                     "--out", tmp_path / "pairs.json")
+    assert code == (1 if pending else 0)
+
+
+def test_collect_from_a_directory_without_a_run(tmp_path):
+    with pytest.raises(ScanfleetError, match=r"state\.json: no such run state; give the phase-1 run's directory"):
+        pairs.shards_from_run(tmp_path)
