@@ -284,11 +284,21 @@ def _load_json(path: Path, kind: str, what: str, fix: str) -> dict[str, Any] | N
 
 
 def load_pairs(path: str | Path) -> tuple[PairMap, IntervalSet]:
-    """The pairs and the targets of a ``pairs.json`` written by ``scanfleet pairs collect``."""
+    """The pairs and the targets of a ``pairs.json`` written by ``scanfleet pairs collect``.
+
+    Phase 2 starts once phase 1 is complete: a pairs file with pending addresses is refused (their pairs
+    are not known yet, and a phase 2 planned without them could not take them in later).
+    """
     path = Path(path)
     data = _load_json(path, "scanfleet-pairs", "a scanfleet pairs file", "write it with scanfleet pairs collect")
     if data is None:
         raise ScanfleetError(f"{path}: no such file; write it with scanfleet pairs collect")
+    pending = addresses_of(parse_target_lines(data.get("pending") or [], source=f"{path} pending",
+                                              allow_hostnames=False))
+    if pending:
+        raise ScanfleetError(
+            f"{path}: phase 1 is not complete, {pending.describe()} pending (an incomplete phase-1 shard); "
+            "resume phase 1 (run the same phase-1 command again), then collect again")
     targets = addresses_of(parse_target_lines(data.get("targets", []), source=f"{path} targets",
                                               allow_hostnames=False))
     return decode_map(data.get("pairs", {}), source=str(path)), targets

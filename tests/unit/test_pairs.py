@@ -180,6 +180,34 @@ def test_a_bad_job_cost_is_refused(job_cost):
         pairs.group_jobs("a", {"127.0.0.1": {"tcp": {22}}}, job_cost=job_cost)
 
 
+def test_each_job_holds_one_address_family():
+    mixed = {"127.0.0.1": {"tcp": {22, 80}}, "::1": {"tcp": {22}}, "2001:db8::5": {"tcp": {22}, "udp": {53}}}
+    jobs = pairs.group_jobs("a", mixed)
+    assert [(j.family, j.hosts, j.nmap_ports) for j in jobs] == [
+        (4, ["127.0.0.1"], "T:22,80"), (6, ["::1", "2001:db8::5"], "T:22,U:53")]
+    assert jobs[1].lines == ["::1", "2001:db8::5"] and jobs[1].grid == 4 and jobs[1].size == 3
+    assert [j.family for j in pairs.group_jobs("a", mixed, grouping="exact")] == [4, 6, 6]
+
+
+def test_udp_open_filtered_pairs_when_asked(tmp_path):
+    """A real phase-1 file with 127.0.0.5:8080 rewritten as a UDP port in state open|filtered."""
+    text = SHARDS[0][1].read_text()
+    host5 = text.index('addr="127.0.0.5"')
+    port = text.index('<port protocol="tcp" portid="8080"><state state="open"', host5)
+    text = (text[:port] + '<port protocol="udp" portid="8080"><state state="open|filtered"'
+            + text[port + len('<port protocol="tcp" portid="8080"><state state="open"'):])
+    xml = tmp_path / "udp" / "scan.xml"
+    xml.parent.mkdir()
+    xml.write_text(text)
+    shard = pairs.shard_from_files(SHARDS[0][0], xml)
+    only_open = pairs.collect([shard], TARGETS, SCOPE)
+    assert "127.0.0.5" in only_open.up_none
+    with_udp = pairs.collect([shard], TARGETS, SCOPE, states=("open", "open|filtered"))
+    assert with_udp.pairs["127.0.0.5"] == {"udp": {8080}}
+    (job,) = [j for j in pairs.group_jobs("a", with_udp.pairs, job_cost=0) if j.hosts == ["127.0.0.5"]]
+    assert job.nmap_ports == "U:8080"
+
+
 def test_unknown_grouping_is_refused():
     with pytest.raises(ScanfleetError, match="unknown pair grouping 'best'; use one of union, exact"):
         pairs.group_jobs("a", {"127.0.0.1": {"tcp": {22}}}, grouping="best")
@@ -309,6 +337,19 @@ def test_merge_two_phase_accounts_for_every_address_once_and_validates(tmp_path,
         for _, path in phase1 for address, ports in reported_ports(path).items())
 
 
+def test_merge_with_a_cut_phase2_job_keeps_phase1_ports_of_the_hosts_it_lost(tmp_path, nmap_dtd):
+    cut_job = next(j for j in JOBS if "127.0.0.5" in (P2 / "jobs" / f"{j}.targets").read_text())
+    phase2 = [(job, CUT_JOB if job == cut_job else P2 / job / "scan.xml") for job in JOBS]
+    out = tmp_path / "merged.xml"
+    result = pairs.merge_two_phase([("001-scan1", SHARDS[0][1]), ("002-scan2", SHARDS[1][1])], phase2, out,
+                                   dtd=nmap_dtd)
+    assert result["validated"] and result["hosts"]["total"] == 10
+    merged = {addr(h): h for h in hosts(out)}
+    assert merged["127.0.0.2"].find("ports/port[@portid='8080']/service").get("method") == "probed"
+    lost = reported_ports(SHARDS[0][1])["127.0.0.5"][("tcp", 8080)]  # .5 was in the cut-off part: phase 1 stays
+    assert ET.tostring(merged["127.0.0.5"].find("ports/port[@portid='8080']")) == ET.tostring(lost)
+
+
 def test_merge_keeps_a_truncated_phase1_file_truncated(tmp_path, nmap_dtd):
     out = tmp_path / "merged.xml"
     result = pairs.merge_two_phase([("001-scan1", SHARDS[0][1]), ("002-scan2", CUT_SHARD[1])],
@@ -350,10 +391,14 @@ def test_cli_collect_shard_record_status_merge(tmp_path, capsys, nmap_dtd):
     assert code == 0 and "10 addresses (8 up, 2 down)" in out and "valid against nmap.dtd" in out
 
 
-def test_cli_collect_exit_1_with_pending(tmp_path, capsys):
+def test_cli_collect_exit_1_with_pending_and_shard_refuses_it(tmp_path, capsys):
     code, out, _ = run(capsys, "pairs", "collect", "--shard", *CUT_SHARD, "--scope", "127.0.0.0/28",
                        "--out", tmp_path / "pairs.json")
     assert code == 1 and "pending, not down" in out
+    code, _, err = run(capsys, "pairs", "shard", "--pairs", tmp_path / "pairs.json", "--state", tmp_path / "p2",
+                       "--scanner", "a=1", "--scope", "127.0.0.0/28")
+    assert code == 2 and "phase 1 is not complete, 127.0.0.7-127.0.0.10 pending" in err
+    assert "resume phase 1" in err and not (tmp_path / "p2").exists()
 
 
 @pytest.mark.parametrize(("argv", "message"), [
