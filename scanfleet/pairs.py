@@ -28,7 +28,9 @@ In two-phase mode (``nmap_scan_mode: two_phase``) the fleet first runs host disc
    as one-phase attempts: ``assigned``, ``finished`` (complete XML, exit success: all its pairs done),
    ``partial`` (the pairs of the hosts the XML fully reports are done), ``failed``, ``lost``. The pairs not
    done and not assigned are planned again (:func:`plan_phase2_round`) over the available scanners only,
-   so a lost scanner's unfinished pairs go to the survivors; the pair is the unit of work.
+   so a lost scanner's unfinished pairs go to the survivors; the pair is the unit of work. :func:`plan_phase2`
+   and :func:`record_phase2` are the round's planner and recorder, as :func:`scanfleet.plan.plan_run` and
+   :func:`scanfleet.collect.record_run` are for a one-phase run.
 5. **Merge** (:func:`merge_two_phase`): every phase-1 file is copied without the ``<port>`` elements that
    phase 2 reports for the same host (phase 2 replaces them), then :func:`scanfleet.merge.merge` merges
    those copies with the phase-2 files. Up hosts without open ports and down hosts come from phase 1, so
@@ -50,8 +52,9 @@ from typing import Any
 
 from scanfleet import ScanfleetError
 from scanfleet.collect import XML, attempt_dir
-from scanfleet.files import atomic_write
+from scanfleet.files import atomic_write, sha256_file
 from scanfleet.intervals import EMPTY, IPV4, IPV6, IntervalSet, render_lines, union_all
+from scanfleet.jobs import HOST_LOST_OUTCOMES
 from scanfleet.merge import ShardReport, _attrs, _children, _write, format_ranges, host_key, inspect_input
 from scanfleet.merge import merge as merge_xml
 from scanfleet.shards import largest_remainder
@@ -625,6 +628,102 @@ def record_job(state: PhaseTwoState, job_id: str, xml: str | Path | None, *, now
     return text
 
 
+def job_dir(directory: str | Path, job: Job) -> Path:
+    """Where a job's fetched files go: ``DIRECTORY/HOST/JOB_ID/`` (as ``RESULTS/RUN_ID/HOST/ATTEMPT/``)."""
+    return Path(directory) / job.host / job.id
+
+
+def record_phase2(*, directory: str | Path, outcomes: Sequence[Mapping[str, Any]], write: bool = True,
+                  now: float | None = None) -> dict[str, Any]:
+    """Record a phase-2 round as :func:`scanfleet.collect.record_run` records a one-phase round: one entry per
+    job (``id``, ``outcome``, ``files`` {name: sha256 reported by the scanner}, ``detail``), the files fetched
+    into :func:`job_dir` already. A file whose sha256 differs is no result (the job failed, its pairs are
+    planned again); a scanner whose job ended with a host-lost outcome gets no more work in this run."""
+    now = time.time() if now is None else now
+    state = load_phase2(directory)
+    if state is None:
+        raise ScanfleetError(f"{Path(directory) / PHASE2_FILE}: no phase-2 state; plan it with scanfleet pairs shard")
+    notes, recorded, lost_hosts = [], [], {}
+    for item in outcomes:
+        job = state.job(str(item["id"]))
+        if job.status != "assigned":
+            continue
+        outcome = str(item.get("outcome") or "missing")
+        xml = None
+        fetched = item.get("files") or {}
+        if XML in fetched:
+            path = job_dir(directory, job) / XML
+            actual = sha256_file(path) if path.is_file() else None
+            if actual == fetched[XML]:
+                xml = path
+            else:
+                outcome = f"fetch failed: {XML} {'has sha256 ' + actual if actual else 'did not arrive'}"
+        notes.append(record_job(state, job.id, xml, now=now, outcome=outcome))
+        recorded.append(job.id)
+        if outcome in HOST_LOST_OUTCOMES or outcome.startswith("fetch failed"):
+            lost_hosts[job.host] = f"{outcome} in job {job.id}"
+    if write and recorded:
+        save_phase2(directory, state)
+    return {"changed": bool(recorded), "recorded": recorded, "notes": notes, "lost_hosts": lost_hosts,
+            "statuses": {j.id: j.status for j in state.jobs}, "progress": state.progress()}
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """What a scanner needs to run JOB: its ``-iL`` lines, ``-p`` value, protocols and family."""
+    return {"id": job.id, "host": job.host, "family": job.family, "ipv6": job.family == IPV6, "lines": job.lines,
+            "ports": job.nmap_ports, "protocols": sorted(job.ports), "pairs": job.size, "hosts": len(job.hosts),
+            "probes": job.grid, "status": job.status, "round": job.round}
+
+
+def balance(jobs: Sequence[Job], weights: Mapping[str, Any]) -> dict[str, Any]:
+    """Pairs per scanner in JOBS and the tail: the largest ratio of a scanner's pairs to its weighted share."""
+    per_host = {h: 0 for h in sorted(weights)}
+    for job in jobs:
+        per_host[job.host] = per_host.get(job.host, 0) + job.size
+    total = sum(per_host.values())
+    weight_sum = sum(float(weights[h]) for h in weights)
+    shares = [per_host[h] / (total * float(weights[h]) / weight_sum)
+              for h in weights if float(weights[h]) > 0 and total]
+    return {"pairs": per_host, "tail": round(max(shares), 3) if shares else 1.0}
+
+
+def plan_phase2(*, pairs_file: str | Path, directory: str | Path, weights: Mapping[str, Any],
+                available: Sequence[str], unavailable: Mapping[str, str] | None = None,
+                scope: IntervalSet | None = None, grouping: str = "union", job_cost: int = DEFAULT_JOB_COST,
+                write: bool = True, now: float | None = None) -> dict[str, Any]:
+    """Open (or resume) the phase 2 of PAIRS_FILE in DIRECTORY and plan one round (:func:`plan_phase2_round`);
+    write ``phase2.json`` and the new jobs' ``jobs/ID.targets`` (not with WRITE false: check mode). The one
+    phase-2 planner: ``scanfleet pairs shard`` calls it, and so will the role's module."""
+    now = time.time() if now is None else now
+    directory = Path(directory)
+    pairs, targets = load_pairs(pairs_file)
+    state = open_phase2(directory, pairs, targets, now)
+    round_no = max((j.round for j in state.jobs), default=0) + 1
+    before = {j.id: j.status for j in state.jobs}
+    new = plan_phase2_round(state, weights=weights, available=available, unavailable=unavailable, scope=scope,
+                            grouping=grouping, job_cost=job_cost, round_no=round_no, now=now)
+    lost = [j for j in state.jobs if j.status == "lost" and before.get(j.id) == "assigned"]
+    changed = bool(new or lost) or not (directory / PHASE2_FILE).is_file()
+    if write and changed:
+        private_dir(directory / "jobs")
+        for job in new:
+            with atomic_write(directory / "jobs" / f"{job.id}.targets", mode=0o600) as f:
+                f.write("".join(f"{line}\n" for line in job.lines))
+        save_phase2(directory, state)
+    running = [j for j in state.jobs if j.status == "assigned"]
+    cost = grid_cost(new)
+    lines = [f"{job.host}: {job.id} IPv{job.family} {counted(len(job.hosts), 'host')} -p {job.nmap_ports} "
+             f"({counted(job.size, 'pair')}, {job.grid} port probes) -iL jobs/{job.id}.targets" for job in new]
+    lines += [f"job {j.id} lost: {j.detail}; its pairs are planned again" for j in lost]
+    lines.append(f"round {round_no}: {cost['jobs']} jobs, {cost['pairs']} pairs, {cost['probes']} port probes "
+                 f"({cost['extra']} beyond the pairs, grouping {grouping})")
+    return {"changed": changed, "round": round_no, "dir": str(directory), "lines": lines,
+            "new": [j.id for j in new], "lost": [j.id for j in lost],
+            "assignments": {h: [job_view(j) for j in running if j.host == h] for h in sorted(set(available))},
+            "cost": cost, "balance": balance(new, {h: weights[h] for h in available if h in weights}),
+            "progress": state.progress(), "done": not running and not state.remaining()}
+
+
 # --------------------------------------------------------------------------------------------------
 # 5. Merge
 
@@ -741,30 +840,10 @@ def _cmd_shard(args: argparse.Namespace) -> int:
     if not scanners:
         raise ScanfleetError("no scanners given; pass --scanner NAME=WEIGHT for each scanner host")
     unavailable = dict(u.split("=", 1) if "=" in u else (u, "not available") for u in args.unavailable)
-    pairs, targets = load_pairs(args.pairs)
-    now = time.time()
-    state = open_phase2(args.state, pairs, targets, now)
-    round_no = max((j.round for j in state.jobs), default=0) + 1
-    new = plan_phase2_round(state, weights={s.name: s.weight for s in scanners},
-                            available=[s.name for s in scanners if s.name not in unavailable],
-                            unavailable=unavailable, scope=_scope(args), grouping=args.grouping,
-                            job_cost=args.job_cost, round_no=round_no, now=now)
-    directory = Path(args.state)
-    private_dir(directory / "jobs")
-    for job in new:
-        (directory / "jobs" / f"{job.id}.targets").write_text("".join(f"{line}\n" for line in job.lines),
-                                                              encoding="utf-8")
-    save_phase2(directory, state)
-    if args.json:
-        print(json.dumps({"jobs": [j.to_dict() for j in new], "cost": grid_cost(new),
-                          "progress": state.progress()}, indent=1, sort_keys=True))
-        return 0
-    for job in new:
-        print(f"{job.host}: {job.id} IPv{job.family} {counted(len(job.hosts), 'host')} -p {job.nmap_ports} "
-              f"({counted(job.size, 'pair')}, {job.grid} port probes) -iL jobs/{job.id}.targets")
-    cost = grid_cost(new)
-    print(f"round {round_no}: {cost['jobs']} jobs, {cost['pairs']} pairs, {cost['probes']} port probes "
-          f"({cost['extra']} beyond the pairs, grouping {args.grouping})")
+    result = plan_phase2(pairs_file=args.pairs, directory=args.state, weights={s.name: s.weight for s in scanners},
+                         available=[s.name for s in scanners if s.name not in unavailable], unavailable=unavailable,
+                         scope=_scope(args), grouping=args.grouping, job_cost=args.job_cost)
+    print(json.dumps(result, indent=1, sort_keys=True) if args.json else "\n".join(result["lines"]))
     return 0
 
 

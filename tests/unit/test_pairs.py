@@ -292,6 +292,64 @@ def test_phase2_state_round_trips_and_refuses_other_pairs(tmp_path):
         pairs.open_phase2(tmp_path, fewer, TARGETS, now=2.0)
 
 
+def write_pairs(tmp_path, shards=SHARDS) -> Path:
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps(phase1_collection(shards).to_dict()))
+    return path
+
+
+def test_plan_phase2_writes_resumes_and_reassigns(tmp_path):
+    pairs_file, directory = write_pairs(tmp_path), tmp_path / "p2"
+    kwargs = {"pairs_file": pairs_file, "directory": directory, "weights": {"scan1": 1, "scan2": 1},
+              "available": ["scan1", "scan2"], "scope": SCOPE}
+    dry = pairs.plan_phase2(**kwargs, write=False, now=1.0)
+    assert dry["changed"] and not directory.exists()  # check mode writes nothing
+    first = pairs.plan_phase2(**kwargs, now=1.0)
+    assert first["new"] == dry["new"] == JOBS
+    assert first["balance"] == {"pairs": {"scan1": 6, "scan2": 5}, "tail": 1.091}  # 11 pairs, 1:1
+    assert sorted(p.name for p in (directory / "jobs").iterdir()) == [f"{j}.targets" for j in JOBS]
+    view = first["assignments"]["scan2"][0]
+    assert (view["ports"], view["lines"], view["protocols"], view["ipv6"]) == (
+        "T:2222,7001,8080", ["127.0.0.2", "127.0.0.5", "127.0.0.8"], ["tcp"], False)
+    again = pairs.plan_phase2(**kwargs, now=2.0)  # nothing recorded: the same jobs, nothing new
+    assert not again["changed"] and not again["new"]
+    assert [v["id"] for vs in again["assignments"].values() for v in vs] == JOBS
+    state = pairs.load_phase2(directory)
+    for job in ("p2-001-scan1", "p2-002-scan1"):
+        pairs.record_job(state, job, P2 / job / "scan.xml", now=3.0)
+    pairs.save_phase2(directory, state)
+    lost = pairs.plan_phase2(**{**kwargs, "available": ["scan1"]}, unavailable={"scan2": "unreachable"}, now=4.0)
+    assert lost["lost"] == ["p2-003-scan2", "p2-004-scan2"] and lost["changed"]
+    assert lost["balance"]["pairs"] == {"scan1": 5} and set(lost["assignments"]) == {"scan1"}
+    assert lost["progress"] == {"pairs": 11, "done": 6, "assigned": 5, "remaining": 5}
+    assert any("p2-003-scan2 lost: scan2 unreachable" in line for line in lost["lines"])
+
+
+def test_record_phase2_checks_the_fetched_files_and_counts_a_lost_host(tmp_path):
+    directory = tmp_path / "p2"
+    pairs.plan_phase2(pairs_file=write_pairs(tmp_path), directory=directory, weights={"scan1": 1, "scan2": 1},
+                      available=["scan1", "scan2"], now=1.0)
+    state = pairs.load_phase2(directory)
+    outcomes = []
+    for job in state.jobs:
+        target = pairs.job_dir(directory, job) / "scan.xml"
+        target.parent.mkdir(parents=True)
+        shutil.copy(P2 / job.id / "scan.xml", target)
+        outcomes.append({"id": job.id, "outcome": "finished", "files": {"scan.xml": files.sha256_file(target)}})
+    outcomes[1]["files"]["scan.xml"] = "0" * 64  # p2-002-scan1: the copy is not what the scanner had
+    outcomes[3] = {"id": outcomes[3]["id"], "outcome": "unreachable"}  # p2-004-scan2: the scanner went away
+    result = pairs.record_phase2(directory=directory, outcomes=outcomes, now=2.0)
+    assert result["statuses"] == {"p2-001-scan1": "finished", "p2-002-scan1": "failed",
+                                  "p2-003-scan2": "finished", "p2-004-scan2": "lost"}
+    assert result["lost_hosts"] == {"scan1": "fetch failed: scan.xml has sha256 " + files.sha256_file(
+        pairs.job_dir(directory, state.jobs[1]) / "scan.xml") + " in job p2-002-scan1",
+        "scan2": "unreachable in job p2-004-scan2"}
+    assert result["progress"] == {"pairs": 11, "done": 9, "assigned": 0, "remaining": 2}
+    assert pairs.load_phase2(directory).remaining() == {"127.0.0.1": {"tcp": {2222, 8080}}}
+    again = pairs.record_phase2(directory=directory, outcomes=outcomes, now=3.0)
+    assert not again["changed"]  # recording the same round again changes nothing
+
+
 def test_plan_refuses_pairs_outside_the_scope(tmp_path):
     state = pairs.open_phase2(tmp_path, phase1_collection().pairs, TARGETS, now=1.0)
     with pytest.raises(ScanfleetError, match=r"scope of the phase-2 pairs.*outside"):
