@@ -438,10 +438,15 @@ def group_jobs(host: str, shard: Mapping[str, Mapping[str, Iterable[int]]], *, g
         for key in sorted((k for k in exact if not k[1]), key=lambda k: (k[0], -exact[k].pairs, k[2])):
             group = exact[key]
             best, best_added = None, job_cost + 1
-            for job in merged:
-                if job.family != group.family:
+            g_hosts, g_width = len(group.hosts), _width(group.ports)
+            # job_cost 0 never merges (two different port sets always add a probe): skip the search
+            for job in merged if job_cost else ():
+                j_hosts, j_width = len(job.hosts), _width(job.ports)
+                # a lower bound first (the united width is at least the wider of the two), then the real count
+                wide = max(j_width, g_width)
+                if job.family != group.family or (j_hosts + g_hosts) * wide - job.grid - group.grid >= best_added:
                     continue
-                added = (len(job.hosts) + len(group.hosts)) * _width(job.ports, group.ports) - job.grid - group.grid
+                added = (j_hosts + g_hosts) * _width(job.ports, group.ports) - job.grid - group.grid
                 if added < best_added:
                     best, best_added = job, added
             if best is None:
