@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from scanfleet import ScanfleetError
-from scanfleet.collect import XML, attempt_dir
+from scanfleet.collect import XML, attempt_dir, merge_inputs
 from scanfleet.files import atomic_write, sha256_file
 from scanfleet.intervals import EMPTY, IPV4, IPV6, IntervalSet, render_lines, union_all
 from scanfleet.jobs import HOST_LOST_OUTCOMES
@@ -347,6 +347,7 @@ class Job:
     detail: str | None = None
     kept: list[str] = dataclasses.field(default_factory=list)  # hosts fully reported (partial)
     recorded: float | None = None
+    xml: str | None = None  # the nmap XML recorded for it (finished or partial)
 
     @property
     def nmap_ports(self) -> str:
@@ -613,6 +614,7 @@ def record_job(state: PhaseTwoState, job_id: str, xml: str | Path | None, *, now
             report = inspect_input(Path(xml), job.id)
         except ScanfleetError as exc:
             problem = str(exc)
+    job.xml = None if report is None else str(xml)
     if report is None:
         job.status = "lost" if outcome == "unreachable" else "failed"
         job.detail = problem
@@ -772,6 +774,27 @@ def write_residual(source: Path, out: Path, replaced: Mapping[str, set[tuple[str
     return dropped
 
 
+def phase2_inputs(state: PhaseTwoState) -> list[tuple[str, Path]]:
+    """(label, XML) of every phase-2 job that contributes hosts to the merge, in job order."""
+    return [(j.id, Path(j.xml)) for j in state.jobs
+            if j.xml and (j.status == "finished" or (j.status == "partial" and j.kept))]
+
+
+def merge_run(run_dir: str | Path, phase2_dir: str | Path, out: str | Path, *, dtd: Path | None = None,
+              stylesheet: str | None = None) -> dict[str, Any]:
+    """:func:`merge_two_phase` of a phase-1 run directory (its recorded attempts, as the one-phase merge takes
+    them) and a phase-2 directory (its recorded jobs)."""
+    run_dir = Path(run_dir)
+    state = load_state(run_dir)
+    if state is None:
+        raise ScanfleetError(f"{run_dir}/state.json: no such run state; give the phase-1 run's directory")
+    phase2 = load_phase2(phase2_dir)
+    if phase2 is None:
+        raise ScanfleetError(f"{Path(phase2_dir) / PHASE2_FILE}: no phase-2 state; plan it with scanfleet pairs shard")
+    return merge_two_phase(merge_inputs(state, run_dir.parent), phase2_inputs(phase2), out, dtd=dtd,
+                           stylesheet=stylesheet)
+
+
 def merge_two_phase(phase1: Sequence[tuple[str, Path]], phase2: Sequence[tuple[str, Path]], out: str | Path, *,
                     dtd: Path | None = None, stylesheet: str | None = None) -> dict[str, Any]:
     """Merge PHASE1 and PHASE2 (label, nmap XML) into OUT (rules in the module docstring); the phase-1
@@ -890,8 +913,14 @@ def _labelled(files: Sequence[str]) -> list[tuple[str, Path]]:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    result = merge_two_phase(_labelled(args.phase1), _labelled(args.phase2), args.out,
-                             dtd=Path(args.dtd) if args.dtd else None)
+    dtd = Path(args.dtd) if args.dtd else None
+    if bool(args.run_dir) == bool(args.phase1) or bool(args.run_dir) != bool(args.state):
+        raise ScanfleetError("give either --run-dir RESULTS/RUN_ID with --state DIR (a recorded run), or --phase1 "
+                             "XML... [--phase2 XML...] (files)")
+    if args.run_dir:
+        result = merge_run(args.run_dir, args.state, args.out, dtd=dtd)
+    else:
+        result = merge_two_phase(_labelled(args.phase1), _labelled(args.phase2), args.out, dtd=dtd)
     hosts = result["hosts"]
     print(f"{args.out}: {hosts['total']} addresses ({hosts['up']} up, {hosts['down']} down), "
           f"{result['replaced_ports']} phase-1 ports replaced by phase 2"
@@ -957,7 +986,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_status)
 
     p = actions.add_parser("merge", help="merge phase-1 and phase-2 nmap XML into one report")
-    p.add_argument("--phase1", nargs="+", required=True, metavar="XML", help="the discovery shards' nmap XML")
+    p.add_argument("--run-dir", metavar="DIR", help="the phase-1 run's directory, RESULTS/RUN_ID (with --state)")
+    p.add_argument("--state", metavar="DIR", help="the phase-2 directory (its recorded jobs' XML)")
+    p.add_argument("--phase1", nargs="+", default=[], metavar="XML", help="the discovery shards' nmap XML")
     p.add_argument("--phase2", nargs="*", default=[], metavar="XML", help="the phase-2 jobs' nmap XML")
     p.add_argument("--out", required=True, metavar="FILE", help="merged nmap XML to write")
     p.add_argument("--dtd", metavar="PATH", help="nmap.dtd to validate the result with")

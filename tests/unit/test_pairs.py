@@ -408,6 +408,43 @@ def test_merge_with_a_cut_phase2_job_keeps_phase1_ports_of_the_hosts_it_lost(tmp
     assert ET.tostring(merged["127.0.0.5"].find("ports/port[@portid='8080']")) == ET.tostring(lost)
 
 
+def test_merge_a_recorded_run_and_its_phase2(tmp_path, capsys, nmap_dtd):
+    """Phase 1 planned and recorded by plan_run/record_run, phase 2 by plan_phase2/record_phase2 with one job
+    failed (a bad copy): the merge takes the recorded XML only, and names what is missing."""
+    plan = runplan.build_plan(targets=["127.0.0.1-10"], scope=["127.0.0.0/28"], resolver={})
+    runplan.plan_run(results=tmp_path, run_id="p1", plan=plan, options=["-sS"], weights={"scan1": 1, "scan2": 1},
+                     available=["scan1", "scan2"], unavailable={}, session="s", round_no=1, now=1.0)
+    outcomes = []
+    for attempt_id, host in (("001-scan1", "scan1"), ("002-scan2", "scan2")):
+        target = tmp_path / "p1" / host / attempt_id / "scan.xml"
+        target.parent.mkdir(parents=True)
+        shutil.copy(P1 / attempt_id / "scan.xml", target)
+        outcomes.append({"id": attempt_id, "outcome": "finished", "files": {"scan.xml": files.sha256_file(target)}})
+    collect.record_run(results=tmp_path, run_id="p1", outcomes=outcomes, session="s", now=2.0)
+    pairs_file = tmp_path / "p1" / "pairs.json"
+    assert run(capsys, "pairs", "collect", "--run-dir", tmp_path / "p1", "--scope", "127.0.0.0/28",
+               "--out", pairs_file)[0] == 0
+    directory = tmp_path / "p1" / "phase2"
+    pairs.plan_phase2(pairs_file=pairs_file, directory=directory, weights={"scan1": 1, "scan2": 1},
+                      available=["scan1", "scan2"], now=3.0)
+    outcomes = []
+    for job in pairs.load_phase2(directory).jobs:
+        target = pairs.job_dir(directory, job) / "scan.xml"
+        target.parent.mkdir(parents=True)
+        shutil.copy(P2 / job.id / "scan.xml", target)
+        sha = files.sha256_file(target) if job.id != "p2-004-scan2" else "0" * 64
+        outcomes.append({"id": job.id, "outcome": "finished", "files": {"scan.xml": sha}})
+    pairs.record_phase2(directory=directory, outcomes=outcomes, now=4.0)
+    assert [label for label, _ in pairs.phase2_inputs(pairs.load_phase2(directory))] == JOBS[:3]
+    code, out, _ = run(capsys, "pairs", "merge", "--run-dir", tmp_path / "p1", "--state", directory,
+                       "--out", tmp_path / "p1" / "merged.xml", "--dtd", nmap_dtd)
+    assert code == 0 and "10 addresses (8 up, 2 down)" in out and "valid against nmap.dtd" in out
+    merged = {addr(h): h for h in hosts(tmp_path / "p1" / "merged.xml")}
+    # p2-004-scan2 (127.0.0.1:8080) was not recorded: its port keeps phase 1's table guess until it is scanned
+    assert merged["127.0.0.1"].find("ports/port[@portid='8080']/service").get("method") == "table"
+    assert merged["127.0.0.1"].find("ports/port[@portid='2222']/service").get("method") == "probed"
+
+
 def test_merge_keeps_a_truncated_phase1_file_truncated(tmp_path, nmap_dtd):
     out = tmp_path / "merged.xml"
     result = pairs.merge_two_phase([("001-scan1", SHARDS[0][1]), ("002-scan2", CUT_SHARD[1])],
@@ -467,6 +504,9 @@ def test_cli_collect_exit_1_with_pending_and_shard_refuses_it(tmp_path, capsys):
     (["shard", "--pairs", str(SHARDS[0][0]), "--state", "p2", "--scope", "127.0.0.0/8"],
      "no scanners given; pass --scanner NAME=WEIGHT"),
     (["record", "--state", "nowhere", "--job", "p2-001-a"], "no phase-2 state; plan it with scanfleet pairs shard"),
+    (["merge", "--out", "m.xml"], "give either --run-dir RESULTS/RUN_ID with --state DIR"),
+    (["merge", "--run-dir", "p1", "--out", "m.xml"], "give either --run-dir RESULTS/RUN_ID with --state DIR"),
+    (["merge", "--run-dir", "p1", "--state", "p2", "--out", "m.xml"], "p1/state.json: no such run state"),
 ])
 def test_cli_errors_name_the_input_and_the_fix(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
