@@ -969,7 +969,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "exact: one job per port set")
     p.add_argument("--job-cost", type=int, default=DEFAULT_JOB_COST, metavar="PROBES",
                    help=f"port probes one more nmap process is worth (default {DEFAULT_JOB_COST})")
-    p.add_argument("--json", action="store_true", help="print the new jobs as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the plan as JSON (jobs per scanner, cost, pairs per scanner and tail, progress)")
     _add_scope(p)
     p.set_defaults(func=_cmd_shard)
 
