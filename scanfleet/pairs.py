@@ -695,12 +695,13 @@ def balance(jobs: Sequence[Job], weights: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def plan_phase2(*, pairs_file: str | Path, directory: str | Path, weights: Mapping[str, Any],
-                available: Sequence[str], unavailable: Mapping[str, str] | None = None,
-                scope: IntervalSet | None = None, grouping: str = "union", job_cost: int = DEFAULT_JOB_COST,
+                available: Sequence[str], scope: IntervalSet, unavailable: Mapping[str, str] | None = None,
+                grouping: str = "union", job_cost: int = DEFAULT_JOB_COST,
                 write: bool = True, now: float | None = None) -> dict[str, Any]:
     """Open (or resume) the phase 2 of PAIRS_FILE in DIRECTORY and plan one round (:func:`plan_phase2_round`);
-    write ``phase2.json`` and the new jobs' ``jobs/ID.targets`` (not with WRITE false: check mode). The one
-    phase-2 planner: ``scanfleet pairs shard`` calls it, and so will the role's module."""
+    write ``phase2.json`` and the new jobs' ``jobs/ID.targets`` (not with WRITE false: check mode). Every pair
+    planned must lie in SCOPE. The one phase-2 planner: ``scanfleet pairs shard`` calls it, and so will the
+    role's module."""
     now = time.time() if now is None else now
     directory = Path(directory)
     pairs, targets = load_pairs(pairs_file)

@@ -328,7 +328,7 @@ def test_plan_phase2_writes_resumes_and_reassigns(tmp_path):
 def test_record_phase2_checks_the_fetched_files_and_counts_a_lost_host(tmp_path):
     directory = tmp_path / "p2"
     pairs.plan_phase2(pairs_file=write_pairs(tmp_path), directory=directory, weights={"scan1": 1, "scan2": 1},
-                      available=["scan1", "scan2"], now=1.0)
+                      available=["scan1", "scan2"], scope=SCOPE, now=1.0)
     state = pairs.load_phase2(directory)
     outcomes = []
     for job in state.jobs:
@@ -426,7 +426,7 @@ def test_merge_a_recorded_run_and_its_phase2(tmp_path, capsys, nmap_dtd):
                "--out", pairs_file)[0] == 0
     directory = tmp_path / "p1" / "phase2"
     pairs.plan_phase2(pairs_file=pairs_file, directory=directory, weights={"scan1": 1, "scan2": 1},
-                      available=["scan1", "scan2"], now=3.0)
+                      available=["scan1", "scan2"], scope=SCOPE, now=3.0)
     outcomes = []
     for job in pairs.load_phase2(directory).jobs:
         target = pairs.job_dir(directory, job) / "scan.xml"
