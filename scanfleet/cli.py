@@ -2,9 +2,9 @@
 
 One command per noun, along the data path: ``source`` (nmap sources), ``probes`` (service probes files),
 ``targets`` (targets and scope), ``run`` (plan a run, a run's status), ``merge`` (the shards' nmap XML into
-one report). Each noun's module registers it through a ``register(subparsers)`` function; a command sets
-``func`` to a callable taking the parsed args and returning an exit code. A module that cannot be
-imported is an error, never skipped.
+one report), ``pairs`` (two-phase scanning: phase-1 pairs, phase-2 jobs, their merge). Each noun's module
+registers it through a ``register(subparsers)`` function; a command sets ``func`` to a callable taking the
+parsed args and returning an exit code. A module that cannot be imported is an error, never skipped.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ NOUNS = {
     "targets": "scanfleet.targets",
     "run": "scanfleet.runcli",
     "merge": "scanfleet.report",
+    "pairs": "scanfleet.pairs",
 }
 
 
