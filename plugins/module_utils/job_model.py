@@ -453,11 +453,11 @@ def _drain(master: int) -> None:
             return
 
 
-# nmap holds one descriptor per service probe in flight (the build's nmap_build_service_parallelism, 2,000 by
+# nmap holds one descriptor per service probe in flight (the build's nmap_build_service_parallelism, 4,000 by
 # default) and per NSE script socket: the usual soft limit of 1024 would make its connects fail (a connect scan
 # raises its own limit, a SYN scan does not). The supervisor (root) starts nmap with the soft limit at the
 # hard limit, and a hard limit below this floor raised to it.
-OPEN_FILES_FLOOR = 8192
+OPEN_FILES_FLOOR = 16384
 
 
 def raise_open_files(floor: int = OPEN_FILES_FLOOR) -> tuple[int, int]:
