@@ -105,6 +105,12 @@ bench-quick: build-test
 	$(BIN)/python bench/silent_port.py --nmap stock-7.93=/usr/bin/nmap \
 	  --nmap patched-7.93=.cache/build-test/bookworm/prefix/bin/nmap \
 	  --nmap patched-7.95=.cache/build-test/trixie/prefix/bin/nmap --out bench/results/silent_port.json
+	$(BIN)/python bench/silent_port_rate.py --nmap patched-7.95=.cache/build-test/trixie/prefix/bin/nmap \
+	  --nmap patched-7.93=.cache/build-test/bookworm/prefix/bin/nmap --ports 1000 --in-flight 200 \
+	  --in-flight 1000 --in-flight build --out bench/results/silent_port_rate.json
+	$(BIN)/python bench/silent_port_rate.py --nmap patched-7.95=.cache/build-test/trixie/prefix/bin/nmap \
+	  --nmap patched-7.93=.cache/build-test/bookworm/prefix/bin/nmap --ports 4000 --in-flight build \
+	  --out bench/results/silent_port_rate_4000.json
 
 bench: bench-quick provision
 	$(BIN)/pip install -q -r bench/requirements.txt

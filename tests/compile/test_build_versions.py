@@ -179,3 +179,37 @@ def test_nse_timeout_cap_ends_a_receive_without_timeout(built_nmap, tmp_path):
     for timeout, (status, ms) in results.items():
         assert status == "TIMEOUT", (timeout, status)
         assert cap - 50 <= ms < 2 * cap, f"set_timeout({timeout}): gave up after {ms} ms, the cap is {cap} ms"
+
+
+
+SILENT_RECEIVE = ROOT / "tests" / "fixtures" / "nse" / "scanfleet-silent-receive.nse"
+NSE_DONE = re.compile(r"Completed NSE at [^,]+, ([0-9.]+)s elapsed")
+
+
+def nse_on_silent_ports(nmap, ports: int, xml, *options: str) -> float:
+    """nmap's own figure for NSE (-v, every NSE phase summed) when a script that holds a socket for one timeout
+    cap runs on each of PORTS silent ports (no service scan); every port must report the receive's timeout."""
+    proc = isolated(["python3", str(SILENT_PORTS), "--count", str(ports), "--", str(nmap), "-sT", "-T4", "-Pn", "-n",
+                     "-v", "--script", str(SILENT_RECEIVE), *options, "-p", "{ports}", "-oX", str(xml), "127.0.0.1"])
+    phases = NSE_DONE.findall(proc.stdout)
+    assert proc.returncode == 0 and phases, proc.stdout[-3000:] + proc.stderr[-1000:]
+    outputs = [script.get("output") for script in ET.parse(xml).iter("script")]
+    assert len(outputs) == ports and all(out.startswith("status=TIMEOUT ") for out in outputs), outputs[:5]
+    return sum(float(seconds) for seconds in phases)
+
+
+def test_nse_holds_as_many_sockets_as_the_service_scan_keeps_probes_in_flight(built_nmap, tmp_path):
+    """With -sV, the version scripts rpc-grind and skypev2-version run on every port the service scan left
+    unidentified, each holding a socket for the NSE timeout cap on a silent port. The build lets as many script
+    threads hold sockets as the service scan keeps probes in flight, so a script on each of PORTS silent ports
+    takes about one cap, where stock's 20 socket slots need about PORTS / 21 caps. The same build held to those 20
+    slots (--max-parallelism 20) shows that the measure tells the two apart."""
+    _, nmap = built_nmap
+    width = DEFAULTS["nmap_build_service_parallelism"]
+    cap = DEFAULTS["nmap_build_nse_timeout_cap_ms"] / 1000
+    ports = min(width, 200)  # listeners and connections well below the usual 1024 descriptors
+    lifted = nse_on_silent_ports(nmap, ports, tmp_path / "lifted.xml")
+    held = nse_on_silent_ports(nmap, ports, tmp_path / "held.xml", "--max-parallelism", "20")
+    rounds = math.ceil(ports / width)
+    assert lifted < (rounds + 2) * cap, f"{ports} scripts took {lifted} s: more than {rounds} round(s) of {cap} s"
+    assert held > (ports / 21 - 2) * cap, f"held to 20 sockets, {ports} scripts took only {held} s (cap {cap} s)"

@@ -7,7 +7,9 @@ import shutil
 
 import pytest
 
-from tests.patching import apply_patches, render_patches, role_configure_args
+from tests.patching import DEFAULTS, apply_patches, render_patches, role_configure_args
+
+PATCHED_FILES = ("service_scan.h", "service_scan.cc", "nse_nsock.cc", "nse_main.lua")
 
 
 def test_patches_apply_cleanly(nmap_tree, tmp_path):
@@ -28,17 +30,18 @@ def test_patches_apply_cleanly(nmap_tree, tmp_path):
     {},
     {"nmap_build_service_wait_ms": 450, "nmap_build_tcpwrapped_ms": 150,
      "nmap_build_service_parallelism": 64, "nmap_build_nse_timeout_cap_ms": 750},
+    {"nmap_build_service_parallelism": 400},
 ])
 def test_patched_source_carries_the_values(nmap_tree, tmp_path, values):
     tree = tmp_path / "tree"
     tree.mkdir()
-    for name in ("service_scan.h", "service_scan.cc", "nse_nsock.cc"):
+    for name in PATCHED_FILES:
         shutil.copy(nmap_tree / name, tree / name)
     result = apply_patches(tree, render_patches(tmp_path / "patches", **values))
     assert result.returncode == 0, result.stdout + result.stderr
     wait = values.get("nmap_build_service_wait_ms", 300)
     wrapped = values.get("nmap_build_tcpwrapped_ms", 200)
-    par = values.get("nmap_build_service_parallelism", 200)
+    par = values.get("nmap_build_service_parallelism", DEFAULTS["nmap_build_service_parallelism"])
     cap = values.get("nmap_build_nse_timeout_cap_ms", 500)
     header = (tree / "service_scan.h").read_text()
     assert re.search(rf"^#define DEFAULT_SERVICEWAITMS {wait}\b", header, re.M)
@@ -53,12 +56,16 @@ def test_patched_source_carries_the_values(nmap_tree, tmp_path, values):
     nse = (tree / "nse_nsock.cc").read_text()
     assert f"if (timeout == -1 || timeout > {cap})\n    timeout = {cap};" in nse
     assert re.search(rf"^#define DEFAULT_TIMEOUT {cap}\b", nse, re.M)  # sockets no script sets a timeout on
+    # NSE's socket lock follows the service parallelism; its thread limit is raised to 3 times it, never lowered
+    assert re.search(rf"^#define MAX_PARALLELISM   {par} /\* scanfleet \*/$", nse, re.M)
+    main = (tree / "nse_main.lua").read_text()
+    assert re.search(rf"^local CONCURRENCY_LIMIT = {max(3 * par, 1000)}; -- scanfleet$", main, re.M)
 
 
 def test_patch_refuses_a_source_it_does_not_fit(nmap_tree, tmp_path):
     tree = tmp_path / "tree"
     tree.mkdir()
-    for name in ("service_scan.h", "service_scan.cc", "nse_nsock.cc"):
+    for name in PATCHED_FILES:
         shutil.copy(nmap_tree / name, tree / name)
     text = (tree / "service_scan.cc").read_text().replace("desired_par = 20;", "desired_par = 25;")
     (tree / "service_scan.cc").write_text(text)
