@@ -25,7 +25,7 @@ APT_PACKAGES := python3 python3-venv python3-dev debootstrap apt-cacher-ng iprou
 .PHONY: help deps venv controller ee lint unit build-test lab-test molecule bench bench-quick soak test demo lab-up lab-down provision clean
 
 help:
-	@echo "make demo | make test | make lint | make unit | make lab-up | make lab-down | make clean"
+	@echo "make demo | make test | make lint | make unit | make lab-up | make lab-down | make clean | make controller | make ee"
 
 .cache/deps.stamp:
 	@mkdir -p .cache
