@@ -363,6 +363,8 @@ def command(job: Job, attempt: dict[str, Any], p: dict[str, Any]) -> tuple[list[
                         "used (custom matches are not available on this host)")
         versiondb = ""
     argv = [p["nmap"], *list(p["options"])]
+    if attempt.get("ports"):  # a phase-2 job's own port list (two-phase scan: scanfleet.pairs)
+        argv += ["-p", str(attempt["ports"])]
     if attempt.get("max_rate"):  # the attempt's share of the fleet's rate budget (scanfleet.rates)
         argv += ["--max-rate", str(int(attempt["max_rate"]))]
     if versiondb:

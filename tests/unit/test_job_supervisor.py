@@ -476,7 +476,7 @@ def test_a_returning_scanner_has_the_jobs_the_run_no_longer_assigns_to_it_ended_
 
 
 def fetch_task() -> dict:
-    """The role's own fetch task (roles/nmap_scan/tasks/round.yml), as it is."""
+    """The role's own fetch task (roles/nmap_scan/tasks/jobs.yml, run by round.yml and phase2.yml), as it is."""
 
     def walk(tasks):
         for task in tasks:
@@ -487,7 +487,7 @@ def fetch_task() -> dict:
                 return found
         return None
 
-    return walk(yaml.safe_load((ROOT / "roles" / "nmap_scan" / "tasks" / "round.yml").read_text()))
+    return walk(yaml.safe_load((ROOT / "roles" / "nmap_scan" / "tasks" / "jobs.yml").read_text()))
 
 
 def assigned(attempt_id: str) -> tuple[runstate.RunState, runstate.Attempt]:
@@ -524,7 +524,7 @@ def test_a_half_written_result_is_found_by_its_checksum_and_fetched_again(place,
     task = fetch_task()
     play = [{"name": "The role's fetch task on a resumed run", "hosts": "localhost", "connection": "local",
              "gather_facts": False,
-             "vars": {"__nmap_scan_dir": str(results), "nmap_scan_lost_after": 30,
+             "vars": {"__nmap_scan_run_fetch_dir": str(results / "localhost"), "nmap_scan_lost_after": 30,
                       "__nmap_scan_wait": {"fetch": jobs.fetch_list([outcome])}},
              "tasks": [task, {"name": "Fail when a fetch failed", "ansible.builtin.assert": {
                  "that": ["__nmap_scan_fetch is succeeded"]}}]}]
