@@ -73,11 +73,12 @@ Checking and validating
 =======================
 
 ``precheck_file`` / ``precheck_rules`` find obvious problems in Python (directive values, regex
-syntax as far as Python's ``re`` agrees with PCRE, ``$N`` beyond the regex's groups, unknown
-fallbacks, lines too long for nmap's line buffer).  ``validate_with_nmap`` is the authoritative
-check: a real nmap loads the file (in a fresh network namespace holding only loopback, scanning a
-closed port there, so nothing leaves the host) and its complaint, which names a line of the merged
-file, is mapped back to the rule file's ``path:line``.
+syntax as far as Python's ``re`` agrees with PCRE, a pattern that can match the empty string (fatal
+from nmap 7.991 on), ``$N`` beyond the regex's groups, unknown fallbacks, lines too long for nmap's
+line buffer).  ``validate_with_nmap`` is the authoritative check: a real nmap loads the file (in a
+fresh network namespace holding only loopback, scanning a closed port there, so nothing leaves the
+host) and its complaint, which names a line of the merged file, is mapped back to the rule file's
+``path:line``.
 
 API for the Ansible plugins: ``merge_files(stock_path, rule_paths, **options) -> MergeResult``
 (``.text``, ``.origins``, ``.stats``, ``.problems``), ``write_merged(result, out, nmap_binary)``
