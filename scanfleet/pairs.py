@@ -59,7 +59,7 @@ from scanfleet.jobs import HOST_LOST_OUTCOMES
 from scanfleet.merge import ShardReport, _attrs, _children, _write, format_ranges, host_key, inspect_input
 from scanfleet.merge import merge as merge_xml
 from scanfleet.shards import largest_remainder
-from scanfleet.state import counted, load_state, private_dir
+from scanfleet.state import counted, known_fields, load_state, private_dir
 from scanfleet.targets import (
     addresses_of,
     check_scope,
@@ -378,8 +378,7 @@ class Job:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Job:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**known_fields(cls, data))
 
 
 def _grid(hosts: Sequence[str], ports: Mapping[str, set[int]]) -> int:
@@ -529,8 +528,7 @@ class PhaseTwoState:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PhaseTwoState:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
+        values = known_fields(cls, data)
         values["jobs"] = [Job.from_dict(j) for j in data.get("jobs", [])]
         return cls(**values)
 
