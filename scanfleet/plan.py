@@ -223,7 +223,9 @@ def plan_run(*, results: str | Path, run_id: str, plan: TargetPlan, options: Seq
                     round_no=round_no, now=now, mode=mode, seed=seed, style=style, block_prefix=block_prefix,
                     block_prefix6=block_prefix6, limits=limits)
     directory = run_dir(results, run_id)
-    changed = bool(rp.new or rp.lost) or not resumed
+    # a playbook run that picks up attempts an earlier one left running is recorded (its session and the event):
+    # the run was resumed by it, though nothing new is planned
+    changed = bool(rp.new or rp.lost or rp.reattached) or not resumed
     if write and changed:
         if not results.exists():
             private_dir(results)
