@@ -8,7 +8,8 @@ its own results directory under bench/results/scale/STAMP/:
 
 * one_phase-contiguous-N, one_phase-interleaved-N, two_phase-N for N = 1, 2, 3 scanners (--limit); with one
   scanner both shard modes give the same single shard, so one_phase-interleaved-1 is not run again: the
-  interleaved line starts at one_phase-contiguous-1;
+  interleaved line starts at one_phase-contiguous-1; two-phase shards its discovery phase interleaved (the live
+  addresses sit in the first half of the /22: contiguous shards would leave the third scanner without a live one);
 * stock-1: Debian's nmap package on scanner1 (installed there by an ansible ad-hoc apt call), through the same
   playbook: nmap_scan_nmap=/usr/bin/nmap with its own data directory and probes file, run as root (the Debian
   binary has no capabilities); at stock's 20 probes in flight a silent port takes about 157 s, so the job is
@@ -537,19 +538,57 @@ def install_stock(ansible: str, log: Path) -> dict[str, Any]:
     return {"rc": rc, "version": version.strip()}
 
 
+def ad_hoc(ansible: str, hosts: str, module: str, module_args: Mapping[str, Any]) -> dict[str, Any]:
+    """An ansible ad-hoc call (-o: one line per host, "HOST | STATUS => {json}"); host -> its result."""
+    proc = subprocess.run([ansible, hosts, "-m", module, "-a", json.dumps(module_args), "--become", "-o"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    out = {}
+    for line in proc.stdout.splitlines():
+        head, sep, body = line.partition(" => ")
+        if sep:
+            try:
+                out[head.split(" | ", 1)[0].strip()] = json.loads(body)
+            except ValueError:
+                continue
+    return out
+
+
+def stop_remote_jobs(ansible: str, run_id: str, hosts: Sequence[str]) -> dict[str, Any]:
+    """End, by their recorded PIDs (scanfleet.fleet.scan_job state=stopped), the jobs of RUN_ID still on HOSTS:
+    a playbook ended from here leaves its detached jobs running. Returns what each host answered."""
+    base = "/var/lib/scanfleet/runs"  # nmap_scan_remote_dir's default, which the benchmark does not change
+    found = ad_hoc(ansible, ":".join(hosts), "ansible.builtin.find",
+                   {"paths": f"{base}/{run_id}", "file_type": "directory"})
+    out = {}
+    for host, result in found.items():
+        jobs = [{"id": Path(f["path"]).name} for f in result.get("files", [])]
+        if jobs:
+            answer = ad_hoc(ansible, host, "scanfleet.fleet.scan_job",
+                            {"state": "stopped", "base_dir": base, "run_id": run_id, "attempts": jobs,
+                             "reason": "stopped"}).get(host, {})
+            out[host] = [{"id": a.get("id"), "state": a.get("state")} for a in answer.get("attempts", [])]
+    return out
+
+
 def run_variant(name: str, args: argparse.Namespace, work: Path, silent: set[tuple[str, int]],
                 ports: str) -> dict[str, Any]:
     v = VARIANTS[name]
     runs = []
     for i in range(1, args.repeat + 1):
-        run_id = f"{name}-r{i}"
+        run_id = f"{work.name}-{name}-r{i}"  # unique: the scanners keep their job directories by run id
         extra = extra_vars(name, run_id=run_id, results=work, ports=ports, cap=args.cap, stock_limit=args.stock_limit)
-        cmd = [args.ansible_playbook, "playbooks/scan.yml", "-e", json.dumps(extra)]
-        if v["scanners"] < len(SCANNERS):
-            cmd += ["--limit", ":".join(SCANNERS[:v["scanners"]])]
-        print(f"{name} run {i}: {' '.join(cmd[:2])} -e '{json.dumps(extra)}'"
-              + (f" {' '.join(cmd[4:])}" if len(cmd) > 4 else ""), file=sys.stderr, flush=True)
-        result = run_playbook(cmd, work / f"{run_id}.log", args.timeout)
+        cmd = [args.ansible_playbook, "playbooks/scan.yml", "-e", json.dumps(extra), "--limit",
+               ":".join(SCANNERS[:v["scanners"]])]
+        print(f"{name} run {i}: {' '.join(cmd[:2])} -e '{json.dumps(extra)}' {' '.join(cmd[4:])}", file=sys.stderr,
+              flush=True)
+        ansible = str(Path(args.ansible_playbook).parent / "ansible")
+        try:
+            result = run_playbook(cmd, work / f"{run_id}.log", args.timeout)
+        except KeyboardInterrupt:
+            stop_remote_jobs(ansible, run_id, SCANNERS[:v["scanners"]])
+            raise
+        if result["rc"] is None:  # ended at --timeout
+            result["stopped_jobs"] = stop_remote_jobs(ansible, run_id, SCANNERS[:v["scanners"]])
         result.update(run_id=run_id, command=cmd)
         run = work / run_id
         if (run / "state.json").is_file():
@@ -744,6 +783,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                results=str(work), variants={})
     if "stock-1" in names:
         doc["stock"] = install_stock(str(Path(args.ansible_playbook).parent / "ansible"), work / "stock-install.log")
+        if doc["stock"]["rc"]:
+            print(f"stock nmap could not be installed on scanner1 (see {work / 'stock-install.log'}); stock-1 will "
+                  "fail", file=sys.stderr)
     try:
         for name in names:
             doc["variants"][name] = run_variant(name, args, work, silent, compress(ports))
