@@ -722,11 +722,21 @@ def chart(doc: Mapping[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def draw(doc: Mapping[str, Any], path: Path) -> str:
+    """The chart, or why there is none (matplotlib comes with bench/requirements.txt, which make bench-scale
+    installs)."""
+    try:
+        chart(doc, path)
+    except ImportError as exc:
+        return f"no chart: {exc}; pip install -r bench/requirements.txt -c constraints.txt"
+    return str(path)
+
+
 def finish(doc: dict[str, Any], args: argparse.Namespace) -> None:
     doc["markdown"] = markdown(doc)
-    emit(doc, args.out, show={"out": args.out, "chart": args.chart})
+    doc["chart"] = draw(doc, Path(args.chart))
+    emit(doc, args.out, show={"out": args.out, "chart": doc["chart"]})
     print(doc["markdown"])
-    chart(doc, Path(args.chart))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -752,7 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc = json.loads(Path(args.report).read_text())
         doc["markdown"] = markdown(doc)
         print(doc["markdown"])
-        chart(doc, Path(args.chart))
+        print(draw(doc, Path(args.chart)), file=sys.stderr)
         return 0
     names = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [n for n in names if n not in VARIANTS]
@@ -790,8 +800,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in names:
             doc["variants"][name] = run_variant(name, args, work, silent, compress(ports))
     except KeyboardInterrupt:
-        print(f"interrupted: the running playbook was ended; runs so far are in {work}", file=sys.stderr)
-        return 130
+        print(f"interrupted: the running playbook and its scan jobs were ended; the variants that finished are "
+              f"reported, every run is in {work}", file=sys.stderr)
+        doc["interrupted"] = True
     found = {}
     for name, r in doc["variants"].items():
         if r["kind"] != "fleet" or r.get("seconds") is None:
@@ -817,6 +828,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for run in runs:
             print(f"FAILED {name} ({run['run_id']}): rc {run['rc']} {run['error'] or ''}\n{run['tail']}",
                   file=sys.stderr)
+    if doc.get("interrupted"):
+        return 130
     return 1 if failed or not doc["services"]["same"] else 0
 
 

@@ -9,6 +9,7 @@ from the module's output.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import shutil
@@ -387,3 +388,80 @@ def test_run_playbook_ends_its_process_group_on_timeout(tmp_path):
         time.sleep(0.1)
     else:
         pytest.fail(f"process {child} of the playbook's group still runs")
+
+
+# ---- what the benchmark gives the role ----------------------------------------------------------------------------
+
+def test_every_variant_passes_role_variables_of_their_declared_type(tmp_path):
+    import yaml
+
+    from scanfleet.state import check_run_id
+
+    spec = yaml.safe_load((ROOT / "roles" / "nmap_scan" / "meta" / "argument_specs.yml").read_text())
+    options = spec["argument_specs"]["main"]["options"]
+    kinds = {"str": str, "int": int, "list": list, "bool": bool, "dict": dict}
+    work = tmp_path / "20261202T050000Z"
+    for name, v in fs.VARIANTS.items():
+        run_id = f"{work.name}-{name}-r1"
+        assert check_run_id(run_id) == run_id
+        extra = fs.extra_vars(name, run_id=run_id, results=work, ports="1-1024", cap=2000, stock_limit=180)
+        for key, value in extra.items():
+            assert key in options, f"{name}: {key} is no variable of the nmap_scan role"
+            kind = kinds.get(options[key].get("type", "str"))
+            assert kind is None or isinstance(value, kind), f"{name}: {key}={value!r} is not {options[key]['type']}"
+            assert value in options[key].get("choices", [value]), f"{name}: {key}={value!r}"
+        assert extra["nmap_scan_max_rate_per_scanner"] == 2000 and extra["nmap_scan_mode"] == v["mode"]
+        assert extra["nmap_scan_targets"] == [fs.SWEEP if v["kind"] == "sweep" else fs.TARGETS]
+        assert ("nmap_scan_nmap" in extra) is (v["kind"] == "stock")
+
+
+# ---- the whole program, with a stand-in for ansible-playbook (no lab) -----------------------------------------------
+
+FAKE_PLAYBOOK = '''#!{python}
+"""Stands in for ansible-playbook: copies a finished run directory to RESULTS/RUN_ID (or fails, for FAIL)."""
+import json, shutil, sys
+from pathlib import Path
+extra = json.loads(sys.argv[sys.argv.index("-e") + 1])
+run = Path(extra["nmap_scan_results_dir"]) / extra["nmap_scan_run_id"]
+Path({calls!r}).open("a").write(json.dumps([extra, sys.argv[sys.argv.index("--limit") + 1]]) + "\\n")
+if {fail!r} in run.name:
+    print("TASK [scanfleet.fleet.nmap_scan : Plan]\\nfatal: [localhost]: FAILED! => boom")
+    sys.exit(4)
+shutil.copytree({template!r}, run)
+state = json.loads((run / "state.json").read_text())
+state["run_id"] = run.name
+(run / "state.json").write_text(json.dumps(state))
+'''
+
+
+def test_main_runs_every_variant_reports_a_failure_and_goes_on(tmp_path):
+    template = two_phase_run(tmp_path / "template")
+    pairs.merge_run(template, template / "phase2", template / "merged.xml")
+    calls = tmp_path / "calls.jsonl"
+    fake = tmp_path / "ansible-playbook"
+    fake.write_text(FAKE_PLAYBOOK.format(python=sys.executable, calls=str(calls), fail="one_phase-contiguous-2",
+                                         template=str(template)))
+    fake.chmod(0o755)
+    out, chart_png = tmp_path / "out.json", tmp_path / "chart.png"
+    names = ["one_phase-contiguous-1", "one_phase-contiguous-2", "two_phase-1"]
+    rc = fs.main(["--variants", ",".join(names), "--cap", "500", "--ports", "22,80", "--ansible-playbook", str(fake),
+                  "--results", str(tmp_path / "results"), "--out", str(out), "--chart", str(chart_png)])
+    assert rc == 1  # one variant failed
+    doc = json.loads(out.read_text())
+    assert list(doc["variants"]) == names
+    failed = doc["variants"]["one_phase-contiguous-2"]
+    assert failed["seconds"] is None and failed["failed"][0]["rc"] == 4 and "boom" in failed["failed"][0]["tail"]
+    ok = doc["variants"]["two_phase-1"]
+    assert ok["seconds"] is not None and ok["tail"]["service"]["tail"] == fs.tail(fs.job_runs(template),
+                                                                                     "service")["tail"]
+    assert doc["services"]["same"] and doc["services"]["reference"] == "one_phase-contiguous-1"
+    assert "FAILED (rc 4)" in doc["markdown"]
+    if importlib.util.find_spec("matplotlib") is None:  # bench/requirements.txt, not in make venv
+        assert doc["chart"].startswith("no chart") and not chart_png.exists()
+    else:
+        assert doc["chart"] == str(chart_png) and chart_png.read_bytes().startswith(b"\x89PNG")
+    sent = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert [limit for _, limit in sent] == ["scanner1", "scanner1:scanner2", "scanner1"]
+    assert {e["nmap_scan_max_rate_per_scanner"] for e, _ in sent} == {500}
+    assert {e["nmap_scan_ports"] for e, _ in sent} == {"22,80"}
+    assert len({e["nmap_scan_run_id"] for e, _ in sent}) == len(names)
