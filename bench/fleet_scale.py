@@ -815,10 +815,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if found and stock_run.get("services") is not None:
         doc["stock_services"] = compare_services({doc["services"]["reference"]: found[doc["services"]["reference"]],
                                                   "stock-1": stock_run["services"]})
+    # the JSON keeps the reference's services (address:port/protocol -> [service, product]) and each run's count;
+    # how another run differs is in doc["services"]["differ"]
+    reference = found.get(doc["services"]["reference"]) or {}
+    doc["services"]["open_ports"] = len(reference)
+    doc["services"]["reference_services"] = {k: list(v) for k, v in sorted(reference.items())}
     for r in doc["variants"].values():
         for run in r["runs"]:
             if run.get("services") is not None:
-                run["services"] = {k: list(v) for k, v in run["services"].items()}
+                run["services"] = len(run["services"])
     doc["ratios"] = ratios(doc["variants"])
     doc["goals"] = goals(doc["variants"], doc["ratios"])
     doc["seconds"] = round(time.time() - started, 1)

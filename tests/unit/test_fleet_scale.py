@@ -455,6 +455,8 @@ def test_main_runs_every_variant_reports_a_failure_and_goes_on(tmp_path):
     assert ok["seconds"] is not None and ok["tail"]["service"]["tail"] == fs.tail(fs.job_runs(template),
                                                                                      "service")["tail"]
     assert doc["services"]["same"] and doc["services"]["reference"] == "one_phase-contiguous-1"
+    assert doc["services"]["open_ports"] == len(open_ports(template / "merged.xml")) > 0
+    assert sorted(doc["services"]["reference_services"]) == sorted(open_ports(template / "merged.xml"))
     assert "FAILED (rc 4)" in doc["markdown"]
     if importlib.util.find_spec("matplotlib") is None:  # bench/requirements.txt, not in make venv
         assert doc["chart"].startswith("no chart") and not chart_png.exists()
