@@ -57,7 +57,7 @@ from scanfleet.collect import XML, attempt_dir  # noqa: E402
 from scanfleet.intervals import format_address  # noqa: E402
 from scanfleet.jobs import parse_stats  # noqa: E402
 from scanfleet.merge import inspect_input  # noqa: E402
-from scanfleet.pairs import PHASE2_FILE, decode_map, iter_pairs, load_phase2  # noqa: E402
+from scanfleet.pairs import PHASE2_FILE, decode_map, iter_pairs, job_dir, load_phase2  # noqa: E402
 from scanfleet.shards import shard  # noqa: E402
 from scanfleet.state import load_state  # noqa: E402
 from scanfleet.targets import parse_scope  # noqa: E402
@@ -241,9 +241,14 @@ def job_runs(run: Path) -> list[dict[str, Any]]:
         for a in state.attempts if XML in a.files]
     phase2 = load_phase2(run / PHASE2_DIR) if (run / PHASE2_DIR / PHASE2_FILE).is_file() else None
     if phase2 is not None:
-        items += [("service", j.host, j.id, Path(j.xml)) for j in phase2.jobs if j.xml]
+        # the recorded path, or where the role fetches it (a results directory that was moved)
+        items += [("service", j.host, j.id, Path(j.xml) if Path(j.xml).is_file() else
+                   job_dir(run / PHASE2_DIR, j) / XML) for j in phase2.jobs if j.xml]
     for phase, host, job_id, xml in items:
-        report = inspect_input(xml, job_id)
+        try:
+            report = inspect_input(xml, job_id)
+        except ScanfleetError:
+            continue  # an XML nmap did not finish writing usably: recorded failed, no time to read from it
         if report.start is None:
             continue
         end = report.start + report.elapsed if report.elapsed is not None else (report.last_seen or report.start)

@@ -467,3 +467,15 @@ def test_main_runs_every_variant_reports_a_failure_and_goes_on(tmp_path):
     assert {e["nmap_scan_max_rate_per_scanner"] for e, _ in sent} == {500}
     assert {e["nmap_scan_ports"] for e, _ in sent} == {"22,80"}
     assert len({e["nmap_scan_run_id"] for e, _ in sent}) == len(names)
+
+
+def test_job_runs_of_a_moved_results_directory(tmp_path):
+    run = two_phase_run(tmp_path / "first")
+    before = fs.job_runs(run)
+    moved = tmp_path / "elsewhere" / RUN_ID
+    moved.parent.mkdir()
+    shutil.move(run, moved)  # phase2.json still names the XML at the old place
+    after = fs.job_runs(moved)
+    assert [(r["phase"], r["id"], r["start"], r["end"]) for r in after] == [
+        (r["phase"], r["id"], r["start"], r["end"]) for r in before]
+    assert all(r["xml"].startswith(str(moved)) for r in after)
