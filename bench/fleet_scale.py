@@ -464,22 +464,28 @@ def session_rss(sid: int) -> int:
     return total
 
 
-def stop_group(pid: int) -> None:
-    """End the process group PID (the playbook we started): SIGINT (ansible's own Ctrl-C), SIGTERM, SIGKILL."""
-    for sig, grace in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+def stop_group(pid: int, graces: tuple[float, float, float] = (30, 10, 10)) -> None:
+    """End the process group PID (the playbook we started, leader PID): SIGINT (ansible's own Ctrl-C), then SIGTERM,
+    then SIGKILL, each until the whole group is gone (a member may outlive the leader) or its grace (seconds,
+    GRACES) is over."""
+    reaped = False
+    for sig, grace in zip((signal.SIGINT, signal.SIGTERM, signal.SIGKILL), graces, strict=True):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
             return
         end = time.monotonic() + grace
         while time.monotonic() < end:
+            if not reaped:
+                try:
+                    reaped = bool(os.wait4(pid, os.WNOHANG)[0])
+                except ChildProcessError:
+                    reaped = True
             try:
-                done, _, _ = os.wait4(pid, os.WNOHANG)
-            except ChildProcessError:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
                 return
-            if done:
-                return
-            time.sleep(0.5)
+            time.sleep(0.2)
 
 
 def run_playbook(cmd: Sequence[str], log: Path, timeout: float) -> dict[str, Any]:

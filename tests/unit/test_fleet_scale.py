@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import random
 import shutil
 import sys
@@ -479,3 +480,28 @@ def test_job_runs_of_a_moved_results_directory(tmp_path):
     assert [(r["phase"], r["id"], r["start"], r["end"]) for r in after] == [
         (r["phase"], r["id"], r["start"], r["end"]) for r in before]
     assert all(r["xml"].startswith(str(moved)) for r in after)
+
+
+def test_session_rss_sums_the_processes_of_the_session():
+    import subprocess
+
+    proc = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"], start_new_session=True)
+    try:
+        time.sleep(0.5)
+        members = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                    status = (entry / "status").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[3]) == proc.pid:  # state ppid pgrp session
+                    rss = [line for line in status.splitlines() if line.startswith("VmRSS:")]
+                    members.append(int(rss[0].split()[1]) if rss else 0)
+        assert len(members) == 3  # sh and its two sleeps
+        assert fs.session_rss(proc.pid) == sum(members) > 0
+    finally:
+        fs.stop_group(proc.pid, (1, 5, 5))  # the sleeps ignore SIGINT (background jobs of sh): SIGTERM ends them
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)
