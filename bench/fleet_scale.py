@@ -118,12 +118,20 @@ VARIANTS = variant_table()
 # Ports and the lab's silent ports
 
 
-def lab_inventory(inventory: Path) -> dict[str, dict[str, Any]]:
+def lab_inventory(inventory: Path, tool: str = "ansible-inventory") -> dict[str, dict[str, Any]]:
     """Host vars of the lab's target hosts (group targets), read as lab/targets.sh reads them."""
-    out = subprocess.run(["ansible-inventory", "-i", str(inventory), "--list"], capture_output=True, text=True,
-                         check=True, cwd=ROOT, timeout=120).stdout
-    inv = json.loads(out)
-    return {h: inv["_meta"]["hostvars"][h] for h in inv.get("targets", {}).get("hosts", [])}
+    try:
+        proc = subprocess.run([tool, "-i", str(inventory), "--list"], capture_output=True, text=True, check=False,
+                              cwd=ROOT, timeout=120)
+    except OSError as exc:
+        raise ScanfleetError(f"{tool}: {exc}; run make venv (ansible is in .venv/bin)") from None
+    if proc.returncode:
+        raise ScanfleetError(f"{tool} -i {inventory} --list failed: {proc.stderr.strip()[-500:]}")
+    inv = json.loads(proc.stdout)
+    hosts = inv.get("targets", {}).get("hosts", [])
+    if not hosts:
+        raise ScanfleetError(f"{inventory}: no host in group targets; give the lab inventory (--inventory)")
+    return {h: inv["_meta"]["hostvars"][h] for h in hosts}
 
 
 def host_ports(hostvars: Mapping[str, Any]) -> tuple[set[int], set[int]]:
@@ -780,7 +788,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or args.cap < 1 or args.repeat < 1 or args.stock_limit < 1:
         parser.error(f"unknown variants {unknown} (use {', '.join(VARIANTS)})" if unknown else
                      "--cap, --repeat and --stock-limit must be whole numbers >= 1")
-    hostvars = lab_inventory(Path(args.inventory))
+    sibling = Path(args.ansible_playbook).parent / "ansible-inventory"
+    try:
+        hostvars = lab_inventory(Path(args.inventory), str(sibling) if sibling.is_file() else "ansible-inventory")
+    except ScanfleetError as exc:
+        parser.error(str(exc))
     lab_ports: set[int] = set()
     for hv in hostvars.values():
         lab_ports |= host_ports(hv)[0]
