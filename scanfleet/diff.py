@@ -55,9 +55,10 @@ The run's changes (:func:`run_changes`, the ``compare_to`` option of the ``scan_
 run's ``merged.xml``, OLD is a named earlier run (a run id under RESULTS, or a path) or, by default, the latest
 earlier run with the same targets: a run directory under RESULTS with a ``merged.xml`` and a ``state.json`` of the
 same targets fingerprint (:func:`scanfleet.state.run_fingerprints`, the options may differ), created before this
-run, the one updated last. The changes are written to ``RUN_DIR/changes.json``, ``.csv`` and ``.txt`` (mode 0600)
-only when they are not there yet for these two files (``changes.json`` records both files' sha256): a second run
-of a finished run writes nothing.
+run, the one updated last (when its merged.xml cannot be read, the lines say so instead of failing the run's
+report; a run named by the user fails with the error). The changes are written to ``RUN_DIR/changes.json``,
+``.csv`` and ``.txt`` (mode 0600) only when they are not there yet for these two files (``changes.json`` records
+both files' sha256): a second run of a finished run writes nothing.
 """
 
 from __future__ import annotations
@@ -381,6 +382,13 @@ class Diff:
         return "\n".join(self.text_lines()) + "\n"
 
 
+def _read(side: str, label: str, xml: Path) -> Scan:
+    try:
+        return read_scan(label, xml)
+    except ScanfleetError as exc:  # damaged after its start tag: the message names the file and the fix
+        raise ScanfleetError(f"{side} {exc}") from None
+
+
 def diff(old: str | Path, new: str | Path) -> Diff:
     """Compare two scans (run directories or nmap XML files)."""
     old_label, old_xml = resolve_input(old, "OLD")
@@ -388,7 +396,7 @@ def diff(old: str | Path, new: str | Path) -> Diff:
     if old_xml.resolve() == new_xml.resolve():
         raise ScanfleetError(f"OLD {old} and NEW {new} are the same scan ({old_xml}); give an earlier run as OLD "
                              "and a later one as NEW")
-    before, after = read_scan(old_label, old_xml), read_scan(new_label, new_xml)
+    before, after = _read("OLD", old_label, old_xml), _read("NEW", new_label, new_xml)
     return Diff(before, after, compare(before, after))
 
 
@@ -465,7 +473,14 @@ def run_changes(*, results: str | Path, run_id: str, compare_to: Any = "", write
     if old is None:
         result["lines"] = [NO_EARLIER]
         return result
-    found = diff(old, directory)
+    try:
+        found = diff(old, directory)
+    except ScanfleetError as exc:
+        if choice:  # a run the user named: their input is wrong
+            raise
+        # the run picked by default: an unreadable earlier report must not fail this run's report
+        result["lines"] = [f"changes since {old.name} not computed: {exc}"]
+        return result
     data = found.to_dict()
     recorded: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):

@@ -273,6 +273,18 @@ def test_no_earlier_run_is_said_once_and_is_not_an_error(tmp_path):
     assert not (new / "changes.json").exists()
 
 
+def test_an_unreadable_earlier_report_is_said_not_failed_unless_named(tmp_path):
+    old = make_run(tmp_path, "monday", OLD, NOW)
+    make_run(tmp_path, "tuesday", NEW, NOW + 86400)
+    (old / "merged.xml").write_text("<nmaprun><host>\n</nmaprun>\n")  # damaged after its run
+    result = sfdiff.run_changes(results=tmp_path, run_id="tuesday", compare_to="")
+    assert result["lines"] == [f"changes since monday not computed: OLD {old / 'merged.xml'}: not well-formed XML "
+                               "(mismatched tag: line 2, column 2); run scanfleet merge shards again"]
+    assert not result["changed"] and not (tmp_path / "tuesday" / "changes.json").exists()
+    with pytest.raises(ScanfleetError, match=r"^OLD .*monday/merged\.xml: not well-formed XML"):
+        sfdiff.run_changes(results=tmp_path, run_id="tuesday", compare_to="monday")
+
+
 @pytest.mark.parametrize(("choice", "message"), [
     ("tuesday", "names this run itself"),
     ("no-such-run", "no run no-such-run in"),
