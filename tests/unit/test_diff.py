@@ -29,7 +29,7 @@ from scanfleet import state as runstate
 from scanfleet.files import sha256_file
 from scanfleet.targets import parse_targets, plan_targets
 from tests.conftest import unavailable
-from tests.unit.test_adapters import inventory, scan  # noqa: F401 - inventory is a fixture: one scanner never contacted
+from tests.unit.test_adapters import env, inventory, scan  # noqa: F401 - inventory is a fixture: one scanner never contacted
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "xml"
@@ -405,3 +405,55 @@ def test_the_scan_play_refuses_a_missing_run_to_compare_to_before_any_connection
     assert result.returncode != 0, output
     assert "nmap_scan_compare_to=no-such-run: no run of that id with a merged.xml in" in output, output
     assert "never-1" in output and "UNREACHABLE" not in output, output  # refused before the first connection
+
+
+REPORT_PLAY = """
+- name: The report step of the scan role, on runs already recorded
+  hosts: localhost
+  gather_facts: false
+  vars:
+    nmap_scan_results_dir: {results}
+    nmap_scan_compare_to: {compare_to}
+    nmap_scan_mode: one_phase
+    nmap_scan_lost_after: 90
+    nmap_scan_nmap_datadir: /usr/share/nmap
+    __nmap_scan_lost: {{}}
+    __nmap_scan_dir: {results}/{run}
+    __nmap_scan_run: {run}
+    __nmap_scan_plan: {{resumed: true}}
+  tasks:
+    - name: Merge and report as the role does
+      ansible.builtin.import_tasks: {root}/roles/nmap_scan/tasks/report.yml
+"""
+
+
+def test_the_role_report_step_prints_the_changes_once_and_is_idempotent(tmp_path):
+    """roles/nmap_scan/tasks/report.yml (its report-tagged tasks) through ansible-playbook on a recorded run:
+    the play prints "changes since RUN", writes the changes files, and a second run changes nothing."""
+    make_run(tmp_path, "monday", OLD, NOW)
+    new = make_run(tmp_path, "tuesday", NEW, NOW + 86400)
+    (new / "merged.xml").unlink()  # the role's step merges it
+
+    def play(compare_to: str, *extra: str, run: str = "tuesday") -> str:
+        playbook = tmp_path / "play.yml"
+        playbook.write_text(REPORT_PLAY.format(results=tmp_path, run=run, root=ROOT, compare_to=compare_to))
+        proc = subprocess.run(["ansible-playbook", "-i", "localhost,", "-c", "local", "--tags", "report",
+                               "-e", f"ansible_python_interpreter={sys.executable}", *extra, str(playbook)],
+                              capture_output=True, text=True, cwd=ROOT, env=env(), check=False, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return " ".join(proc.stdout.split())
+
+    first = play('""')
+    assert f"changes since monday: {SUMMARY}" in first and " ".join(TEXT[0].split()) in first, first
+    assert all((new / name).is_file() for name in sfdiff.CHANGES.values())
+    stamps = {name: (new / name).stat().st_mtime_ns for name in sfdiff.CHANGES.values()}
+    again = play('""')
+    assert "changed=0" in again and f"changes since monday: {SUMMARY}" in again, again
+    check = play('""', "--check")
+    assert "changed=0" in check, check
+    assert stamps == {name: (new / name).stat().st_mtime_ns for name in sfdiff.CHANGES.values()}
+    off = play("false")
+    assert "changes since" not in off and "changed=0" in off, off
+    first_ever = play('""', run="monday")
+    assert first_ever.count(sfdiff.NO_EARLIER) == 1, first_ever  # said once, not an error
+    assert not (tmp_path / "monday" / "changes.json").exists()
