@@ -73,6 +73,7 @@ def test_scan_and_report():
     assert report == ["Fetch nmap.dtd and nmap.xsl of the build (validation and HTML of the merged report)",
                       "Merge the results into merged.xml (validated), merged.json, merged.csv and merged.html",
                       "Show the summary of the run",
+                      "Show what changed since the earlier run",
                       "Fail unless every target address was scanned exactly once"]
     rest = [name for _, name, _ in listed("scan.yml", "--skip-tags", "report")]
     assert not set(rest) & set(report)
