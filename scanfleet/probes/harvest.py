@@ -85,6 +85,7 @@ import dataclasses
 import json
 import os
 import re
+import textwrap
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -481,6 +482,11 @@ class Draft:
         return f"{word} {self.service} m|{self.pattern}|s{extra}"
 
 
+def _short(tok: bytes, limit: int = 16) -> str:
+    text = tok.decode("latin-1")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _is_version(tok: bytes | None) -> bool:
     return tok is not None and bool(_VERSION.fullmatch(tok)) and not _IPV4.fullmatch(tok)
 
@@ -582,13 +588,13 @@ def draft(group: Group, extra: int = 0, *, parent: Draft | None = None, split: b
         code = m.group(1).decode()
         pattern = rf"^HTTP/1\.[01] {code} "
         distinctive = 0
-        anchors.append(f"status line HTTP/1.x {code}")
+        anchors.append(f"the status line HTTP/1.x {code} (any HTTP/1.0 or 1.1)")
         server = _header(tmpl, b"Server")
         if server:
             text = b"".join(t for t in tmpl[server[0]:server[1]] if t is not None)
             pattern += r"(?:[^\r\n]*\r\n)*?" + _sequence(tmpl, server[0], server[1], values, state) + r"\r\n"
             distinctive += len(text) - len(b"Server: ")
-            anchors.append(f"header {text.decode('latin-1')!r}")
+            anchors.append(f"the stable header {text.decode('latin-1')!r} (headers may come in any order)")
             product = re.match(rb"Server: ([A-Za-z][\w .-]*?)(?:/|$| )", text)
             if product:
                 fields["p"] = product.group(1).decode("latin-1")
@@ -597,7 +603,7 @@ def draft(group: Group, extra: int = 0, *, parent: Draft | None = None, split: b
             text = b"".join(t for t in tmpl[title[0]:title[1]] if t is not None)
             pattern += ".*?" + _sequence(tmpl, title[0], title[1], values, state)
             distinctive += len(text) - len(b"<title></title>")
-            anchors.append(f"HTML {text.decode('latin-1')}")
+            anchors.append(f"the page's {text.decode('latin-1')}, the same on every port of the group")
             if "p" not in fields and len(text) > len(b"<title></title>"):
                 fields["p"] = text[7:-8].decode("latin-1")
         if (not server and not title) or extra:
@@ -608,21 +614,26 @@ def draft(group: Group, extra: int = 0, *, parent: Draft | None = None, split: b
                 before = state["literal"]
                 pattern += r"(?:[^\r\n]*\r\n)*?\r\n" + _sequence(tmpl, body, end, values, state)
                 distinctive += state["literal"] - before
-                anchors.append(f"start of the body ({end - body} tokens)")
+                anchors.append(f"the start of the body ({end - body} tokens): no stable Server header or title")
         soft = distinctive < WEAK_LITERAL
     else:
         end = _banner_end(tmpl, extra, versions)
         pattern = "^" + _sequence(tmpl, 0, end, values, state)
         literal = state["literal"]
         kind = "protocol magic bytes" if any(c < 32 and c not in (9, 10, 13) for c in data[:8]) else "banner prefix"
-        anchors.append(f"{kind}: the first {end} of {len(tmpl)} tokens, {literal} literal bytes")
+        anchors.append(f"the {kind}: the stable start of the reply, {end} of its {len(tmpl)} tokens with {literal} "
+                       f"literal bytes (up to the first line end or {MAX_LITERAL} literal bytes"
+                       f"{', then to the version' if state['version'] else ''}{f', plus {extra} for narrowing' if extra else ''})")
         soft = literal < WEAK_LITERAL
-    varying = [i for i, t in enumerate(tmpl) if t is None]
+    varying = [i for i, t in enumerate(tmpl) if t is None or (versions[i] and t is not None)]
     if varying:
-        anchors.append(f"{len(varying)} varying part(s) left to gaps")
+        shown = ", ".join(repr(_short(values[0][i])) for i in varying[:4]) + (", ..." if len(varying) > 4 else "")
+        anchors.append(f"{len(varying)} part(s) vary between ports or are versions, never matched literally "
+                       f"(on {group.members[0].where}: {shown})")
     if state["version"]:
         fields["v"] = "$1"
-        anchors.append("v/$1/: a version-like token")
+        anchors.append("v/$1/: the first version-like token (captured even when the group has one value: the next "
+                       "release changes it)")
     notes = []
     if parent is not None:
         service, service_from = parent.service, f"as the softmatch under {group.parent.probe if group.parent else '?'}"
@@ -748,18 +759,23 @@ def _comment_block(d: Draft, n: int) -> list[str]:
     tunnel = " through SSL" if g.ssl else ""
     which = "Reply" if g.parent is not None else "First reply"
     lines = [f"# Draft {n}: {g.count} port(s): {where}",
-             f"# {which}{tunnel}: to {g.protocol} {g.probe}. Service: {d.service} ({d.service_from})."]
+             *_wrap(f"{which}{tunnel}: to {g.protocol} {g.probe}. Service: {d.service} ({d.service_from}).")]
     if g.parent is not None:
-        lines.append(f"# Split from the ports whose first reply (to {g.parent.probe}) is the same: {g.probe} is "
-                     "the first probe whose replies tell them apart.")
+        lines += _wrap(f"Split from the ports whose first reply (to {g.parent.probe}) is the same: {g.probe} is "
+                       "the first probe whose replies tell them apart.")
     if d.soft and not any(note.startswith("softmatch") for note in d.notes):
-        lines.append("# softmatch: the anchor is weak (few distinctive bytes); nmap goes on probing for a version.")
+        lines += _wrap("softmatch: the anchor is weak (few distinctive bytes); nmap goes on probing for a version.")
     lines.append(f"# Reply of {g.members[0].where} ({len(g.replies[0])} bytes"
                  f"{', cut by nmap' if g.reply_of(g.members[0]).truncated else ''}):")
     lines.append(f"#   {excerpt(g.replies[0])}")
-    lines.append("# Anchored on: " + "; ".join(d.anchors) + ".")
-    lines += [f"# {note}" for note in d.notes]
+    lines += _wrap("Anchored on " + "; ".join(d.anchors) + ".")
+    for note in d.notes:
+        lines += _wrap(note[:1].upper() + note[1:] + ("" if note.endswith(".") else "."))
     return lines
+
+
+def _wrap(text: str) -> list[str]:
+    return ["# " + line for line in textwrap.wrap(text, 114, break_long_words=False, break_on_hyphens=False)]
 
 
 def render(h: Harvest) -> str:
