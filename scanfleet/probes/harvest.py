@@ -621,9 +621,11 @@ def draft(group: Group, extra: int = 0, *, parent: Draft | None = None, split: b
         pattern = "^" + _sequence(tmpl, 0, end, values, state)
         literal = state["literal"]
         kind = "protocol magic bytes" if any(c < 32 and c not in (9, 10, 13) for c in data[:8]) else "banner prefix"
+        limits = f"up to the first line end or {MAX_LITERAL} literal bytes"
+        limits += ", then to the version" if state["version"] else ""
+        limits += f", plus {extra} tokens for narrowing" if extra else ""
         anchors.append(f"the {kind}: the stable start of the reply, {end} of its {len(tmpl)} tokens with {literal} "
-                       f"literal bytes (up to the first line end or {MAX_LITERAL} literal bytes"
-                       f"{', then to the version' if state['version'] else ''}{f', plus {extra} for narrowing' if extra else ''})")
+                       f"literal bytes ({limits})")
         soft = literal < WEAK_LITERAL
     varying = [i for i, t in enumerate(tmpl) if t is None or (versions[i] and t is not None)]
     if varying:

@@ -27,6 +27,7 @@ from tests.unit.test_probes import nmap_ns  # noqa: F401 - the fixture: stock nm
 FIXTURES = ROOT / "tests" / "fixtures" / "probes" / "harvest"
 SCAN = FIXTURES / "scan.xml"
 SCAN_NMAP = FIXTURES / "scan.nmap"
+SCAN_AFTER = FIXTURES / "scan-after.xml"
 SHARD_C = ROOT / "tests" / "fixtures" / "xml" / "shard-c" / "scan.xml"
 
 # The drafts for the fixture, in rank order (most ports first, then the NULL probe first, then by probe).
@@ -338,3 +339,63 @@ def test_module_check_mode_and_idempotence(tmp_path: Path) -> None:
     assert "CHANGED" in run("--check") and not (d / "harvest.probes").exists()
     assert "CHANGED" in run() and (d / "harvest.probes").is_file()
     assert "SUCCESS" in run() and (d / "harvest.probes").read_text() == hv.render(hv.harvest(d))
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop, run by make_harvest.sh with stock nmap 7.93: harvest, review (two names), merge, scan again
+
+REVIEWED = {"FILLME": "beanstalkd", "vrml-multi-use": "nats"}  # what make_harvest.sh's reviewer step renames
+
+
+def open_services(path: Path) -> dict[str, dict[str, str]]:
+    out = {}
+    for host in ET.parse(path).getroot().iter("host"):
+        addr = host.find("address").get("addr")  # type: ignore[union-attr]
+        for port in host.iter("port"):
+            state, svc = port.find("state"), port.find("service")
+            if state is not None and state.get("state") == "open" and svc is not None:
+                out[f"{addr}:{port.get('portid')}"] = dict(svc.attrib)
+    return out
+
+
+def test_fixture_harvest_is_what_the_module_drafts_now() -> None:
+    """harvest.probes of the generator (drafted from its own scan.xml) holds exactly today's drafts."""
+    committed = parse_rules_file(FIXTURES / "harvest.probes")
+    assert [ln.content for ln in committed.lines() if ln.kind == "match"] == \
+        [d.line for d in sorted(hv.harvest(SCAN).drafts, key=lambda d: (d.group.probe != "NULL", d.group.probe))]
+    reviewed = (FIXTURES / "reviewed.probes").read_text()
+    expected = (FIXTURES / "harvest.probes").read_text()
+    for old, new in REVIEWED.items():
+        expected = expected.replace(f"\nmatch {old} ", f"\nmatch {new} ")
+    assert reviewed == expected
+
+
+def test_after_the_loop_every_harvested_port_is_named_and_nothing_else_changed() -> None:
+    before, after = open_services(SCAN), open_services(SCAN_AFTER)
+    assert sorted(before) == sorted(after)
+    named = {w: (s["name"], s.get("product"), s.get("version")) for w, s in after.items()}
+    for host in ("127.0.0.2", "127.0.0.3"):
+        assert named[f"{host}:4222"] == ("nats", None, "2.9.10")
+        assert named[f"{host}:9110"] == ("http", "Node Exporter", None)
+        assert named[f"{host}:9115"] == ("http", "Blackbox Exporter", None)
+        assert named[f"{host}:11300"] == ("beanstalkd", None, None)
+    for where, svc in after.items():
+        assert svc["method"] == "probed" and "servicefp" not in svc, where  # a hard match: no fingerprint left
+    assert after["127.0.0.4:2222"] == before["127.0.0.4:2222"]  # named before (OpenSSH): unchanged
+
+
+def test_after_the_loop_each_is_named_at_the_first_probe_with_a_reply() -> None:
+    """nmap --version-trace of the second scan: the probe whose rule named each port is the probe of its draft;
+    the exporters first get the GenericLines softmatch (the first probe with a reply), then GetRequest names them."""
+    trace = (FIXTURES / "trace-after.txt").read_text()
+    hits: dict[str, list[tuple[str, str]]] = {}
+    for line in trace.splitlines():
+        m = re.search(r"Service scan (\w+ )?match \(Probe (\w+) matched with (\w+) line \d+\): ([\d.]+:\d+) is", line)
+        assert m, line
+        hits.setdefault(m.group(4), []).append((m.group(1) or "", m.group(2)))
+    for host in ("127.0.0.2", "127.0.0.3"):
+        assert [p for _, p in hits[f"{host}:4222"]] == ["NULL"]
+        assert [p for _, p in hits[f"{host}:11300"]] == ["GenericLines"]
+        for port in (9110, 9115):
+            assert [p for _, p in hits[f"{host}:{port}"]] == ["GenericLines", "GetRequest"]
+            assert hits[f"{host}:{port}"][0][0].startswith("soft")
