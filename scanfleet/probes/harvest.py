@@ -82,6 +82,7 @@ no draft uses ``$``), and in Unicode classes (nmap matches bytes, so do the test
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -134,7 +135,7 @@ class Fingerprint:
 
 _HEAD = re.compile(r"SF-Port(\d+)-(TCP|UDP):")
 _REPLY_HEAD = re.compile(r"r\(([^,()]+),([0-9A-Fa-f]+),\"")
-_SIMPLE = {"0": 0, "r": 13, "n": 10, "t": 9, "a": 7, "b": 8, "f": 12, "v": 11}
+_SIMPLE = {"0": 0, "r": 13, "n": 10}  # what nmap writes; any other escaped character stands for itself
 
 
 def unescape_reply(text: str) -> bytes:
@@ -186,9 +187,7 @@ def decode_fingerprint(text: str) -> Fingerprint:
             while i < len(body) and body[i] != '"':
                 i += 2 if body[i] == "\\" else 1
             replies.append(Reply(m.group(1), int(m.group(2), 16), unescape_reply(body[m.end():i])))
-            pos = i + 3  # '");' or '")%'
-            if body.startswith("%", pos - 1):
-                pass
+            pos = i + 3  # past '")%' (or '");' at the end)
             continue
         end = body.find("%", pos)
         item = body[pos:] if end < 0 else body[pos:end]
@@ -416,7 +415,6 @@ def refine(group: Group) -> list[Group]:
 
 def _addr_key(ps: PortService) -> tuple[int, bytes, int]:
     try:
-        import ipaddress
         ip = ipaddress.ip_address(ps.address)
         return (ip.version, ip.packed, ps.port)
     except ValueError:
