@@ -414,6 +414,7 @@ REPORT_PLAY = """
   vars:
     nmap_scan_results_dir: {results}
     nmap_scan_compare_to: {compare_to}
+    nmap_scan_harvest: false
     nmap_scan_mode: one_phase
     nmap_scan_lost_after: 90
     nmap_scan_nmap_datadir: /usr/share/nmap
