@@ -22,10 +22,10 @@ APT_PACKAGES := python3 python3-venv python3-dev debootstrap apt-cacher-ng iprou
   build-essential libpcap-dev libssl-dev zlib1g-dev libssh2-1-dev liblinear-dev lua-lpeg-dev \
   liblua5.3-dev liblua5.4-dev libpcre3-dev libpcre2-dev
 
-.PHONY: help deps venv lint unit build-test lab-test molecule bench bench-quick soak test demo lab-up lab-down provision clean
+.PHONY: help deps venv controller ee lint unit build-test lab-test molecule bench bench-quick soak test demo lab-up lab-down provision clean
 
 help:
-	@echo "make demo | make test | make lint | make unit | make lab-up | make lab-down | make clean"
+	@echo "make demo | make test | make lint | make unit | make lab-up | make lab-down | make clean | make controller | make ee"
 
 .cache/deps.stamp:
 	@mkdir -p .cache
@@ -35,10 +35,12 @@ help:
 
 deps: .cache/deps.stamp
 
-$(BIN)/scanfleet: requirements.txt constraints.txt pyproject.toml | .cache/deps.stamp
+# The virtualenv of make lint/unit/test: runtime (requirements.txt) and development and test tools
+# (requirements-dev.txt), both pinned by constraints.txt, and the scanfleet package of this clone.
+$(BIN)/scanfleet: requirements.txt requirements-dev.txt constraints.txt pyproject.toml | .cache/deps.stamp
 	test -x $(BIN)/python || /usr/bin/python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	$(BIN)/pip install -q --no-deps -e .
 	@touch $@
 
@@ -47,6 +49,28 @@ COLLECTION_LINK := .cache/collections/ansible_collections/scanfleet/fleet
 venv: $(BIN)/scanfleet
 	@mkdir -p $(HOME) $(ANSIBLE_LOCAL_TEMP) $(dir $(COLLECTION_LINK))
 	ln -sfn ../../../.. $(COLLECTION_LINK)
+
+# A controller for your own VMs, without root and without the lab's Debian packages: a virtualenv with the
+# runtime requirements only and the scanfleet package (README: Quickstart on your own VMs). It is not the
+# virtualenv of make test (make venv installs the test tools too, after make deps).
+CONTROLLER_VENV ?= $(ROOT)/.venv-controller
+controller:
+	test -x $(CONTROLLER_VENV)/bin/python || python3 -m venv $(CONTROLLER_VENV)
+	$(CONTROLLER_VENV)/bin/pip install -q -r requirements.txt -c constraints.txt
+	$(CONTROLLER_VENV)/bin/pip install -q --no-deps -e .
+	@mkdir -p $(HOME) $(ANSIBLE_LOCAL_TEMP) $(dir $(COLLECTION_LINK))
+	ln -sfn ../../../.. $(COLLECTION_LINK)
+	@for tool in ssh xmllint xsltproc gpg; do command -v $$tool >/dev/null || \
+	  echo "missing on this controller: $$tool (see README: controller prerequisites)"; done
+
+# The execution environment's build context (for AWX/AAP or ansible-navigator): the collection tarball, then
+# ansible-builder renders execution-environment.yml into $(EE_CONTEXT) (no container engine needed). Build the
+# image from it with: podman build -f $(EE_CONTEXT)/Containerfile -t scanfleet-ee $(EE_CONTEXT)
+EE_CONTEXT ?= $(ROOT)/.cache/ee/context
+ee: venv
+	rm -rf .cache/ee/collection && mkdir -p .cache/ee/collection
+	$(BIN)/ansible-galaxy collection build --force --output-path .cache/ee/collection .
+	$(BIN)/ansible-builder create -f execution-environment.yml -c $(EE_CONTEXT) --output-filename Containerfile
 
 lint: venv
 	$(BIN)/ruff check .
@@ -105,9 +129,15 @@ bench-quick: build-test
 	$(BIN)/python bench/silent_port.py --nmap stock-7.93=/usr/bin/nmap \
 	  --nmap patched-7.93=.cache/build-test/bookworm/prefix/bin/nmap \
 	  --nmap patched-7.95=.cache/build-test/trixie/prefix/bin/nmap --out bench/results/silent_port.json
+	$(BIN)/python bench/silent_port_rate.py --nmap patched-7.95=.cache/build-test/trixie/prefix/bin/nmap \
+	  --nmap patched-7.93=.cache/build-test/bookworm/prefix/bin/nmap --ports 1000 --in-flight 200 \
+	  --in-flight 1000 --in-flight build --out bench/results/silent_port_rate.json
+	$(BIN)/python bench/silent_port_rate.py --nmap patched-7.95=.cache/build-test/trixie/prefix/bin/nmap \
+	  --nmap patched-7.93=.cache/build-test/bookworm/prefix/bin/nmap --ports 4000 --in-flight build \
+	  --out bench/results/silent_port_rate_4000.json
 
 bench: bench-quick provision
-	$(BIN)/pip install -q -r bench/requirements.txt
+	$(BIN)/pip install -q -r bench/requirements.txt -c constraints.txt
 	lab/targets.sh up
 	$(BIN)/python bench/custom_services.py --patched .cache/build-test/trixie/prefix \
 	  --out bench/results/custom_services.json

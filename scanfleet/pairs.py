@@ -45,12 +45,13 @@ import dataclasses
 import ipaddress
 import json
 import time
+import types
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scanfleet import ScanfleetError
+from scanfleet import ScanfleetError, rates
 from scanfleet.collect import XML, attempt_dir, merge_inputs
 from scanfleet.files import atomic_write, sha256_file
 from scanfleet.intervals import EMPTY, IPV4, IPV6, IntervalSet, render_lines, union_all
@@ -58,7 +59,7 @@ from scanfleet.jobs import HOST_LOST_OUTCOMES
 from scanfleet.merge import ShardReport, _attrs, _children, _write, format_ranges, host_key, inspect_input
 from scanfleet.merge import merge as merge_xml
 from scanfleet.shards import largest_remainder
-from scanfleet.state import counted, load_state, private_dir
+from scanfleet.state import counted, known_fields, load_state, private_dir
 from scanfleet.targets import (
     addresses_of,
     check_scope,
@@ -348,6 +349,7 @@ class Job:
     kept: list[str] = dataclasses.field(default_factory=list)  # hosts fully reported (partial)
     recorded: float | None = None
     xml: str | None = None  # the nmap XML recorded for it (finished or partial)
+    max_rate: int | None = None  # its share of the fleet's rate budget (--max-rate), None: no limit
 
     @property
     def nmap_ports(self) -> str:
@@ -376,8 +378,7 @@ class Job:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Job:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**known_fields(cls, data))
 
 
 def _grid(hosts: Sequence[str], ports: Mapping[str, set[int]]) -> int:
@@ -527,8 +528,7 @@ class PhaseTwoState:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PhaseTwoState:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
+        values = known_fields(cls, data)
         values["jobs"] = [Job.from_dict(j) for j in data.get("jobs", [])]
         return cls(**values)
 
@@ -561,27 +561,35 @@ def open_phase2(directory: str | Path, pairs: PairMap, targets: IntervalSet, now
     return state
 
 
-def plan_phase2_round(state: PhaseTwoState, *, weights: Mapping[str, Any], available: Iterable[str],
-                      unavailable: Mapping[str, str] | None = None, scope: IntervalSet | None = None,
-                      grouping: str = "union", job_cost: int = DEFAULT_JOB_COST, round_no: int = 1,
-                      now: float) -> list[Job]:
-    """Plan one phase-2 round: jobs still assigned to an unavailable scanner are lost, and every pair not
-    done and not assigned is sharded over the available scanners and grouped into jobs. Returns the new jobs."""
-    available = sorted(h for h in set(available) if h in weights)
-    unavailable = dict(unavailable or {})
+def mark_lost(state: PhaseTwoState, available: Iterable[str], unavailable: Mapping[str, str], now: float) -> None:
+    """Jobs still assigned to a scanner that is not AVAILABLE are lost (UNAVAILABLE says why): their pairs are
+    planned again. Done again, it changes nothing."""
+    up = set(available)
     for job in state.jobs:
-        if job.status == "assigned" and job.host not in available:
+        if job.status == "assigned" and job.host not in up:
             job.status = "lost"
             job.recorded = now
             job.detail = f"{job.host} {unavailable.get(job.host, 'not available')} before its result came back"
             state.events.append({"time": now, "text": f"job {job.id} ({counted(job.size, 'pair')}) lost: "
                                  f"{job.detail}; its pairs are planned again"})
+
+
+def plan_phase2_round(state: PhaseTwoState, *, weights: Mapping[str, Any], available: Iterable[str],
+                      unavailable: Mapping[str, str] | None = None, scope: IntervalSet | None = None,
+                      grouping: str = "union", job_cost: int = DEFAULT_JOB_COST, round_no: int = 1,
+                      receivers: Iterable[str] | None = None, now: float) -> list[Job]:
+    """Plan one phase-2 round: jobs still assigned to an unavailable scanner are lost, and every pair not
+    done and not assigned is sharded over the available scanners (only RECEIVERS among them, when given: the
+    rate budget may leave some out of a round) and grouped into jobs. Returns the new jobs."""
+    available = sorted(h for h in set(available) if h in weights)
+    unavailable = dict(unavailable or {})
+    mark_lost(state, available, unavailable, now)
     todo = state.remaining()
     if not todo:
         return []
     if scope is not None:
         check_scope(IntervalSet.from_addresses(todo), scope, label="scope of the phase-2 pairs", fix=SCOPE_FIX)
-    usable = {h: weights[h] for h in available}
+    usable = {h: weights[h] for h in available if receivers is None or h in set(receivers)}
     if not usable or not any(float(w) > 0 for w in usable.values()):
         why = "; ".join(f"{h}: {unavailable.get(h, 'capacity 0' if h in usable else 'not available')}"
                         for h in sorted(weights))
@@ -678,8 +686,9 @@ def record_phase2(*, directory: str | Path, outcomes: Sequence[Mapping[str, Any]
 def job_view(job: Job) -> dict[str, Any]:
     """What a scanner needs to run JOB: its ``-iL`` lines, ``-p`` value, protocols and family."""
     return {"id": job.id, "host": job.host, "family": job.family, "ipv6": job.family == IPV6, "lines": job.lines,
-            "ports": job.nmap_ports, "protocols": sorted(job.ports), "pairs": job.size, "hosts": len(job.hosts),
-            "probes": job.grid, "status": job.status, "round": job.round}
+            "ports": job.nmap_ports, "protocols": sorted(job.ports), "pairs": job.size, "size": job.size,
+            "hosts": len(job.hosts), "probes": job.grid, "status": job.status, "round": job.round,
+            "max_rate": job.max_rate}
 
 
 def balance(jobs: Sequence[Job], weights: Mapping[str, Any]) -> dict[str, Any]:
@@ -694,22 +703,56 @@ def balance(jobs: Sequence[Job], weights: Mapping[str, Any]) -> dict[str, Any]:
     return {"pairs": per_host, "tail": round(max(shares), 3) if shares else 1.0}
 
 
+def _rate_view(job: Job) -> Any:
+    """A phase-2 job as :func:`scanfleet.rates.held` reads attempts: a lost job may still run (its host went
+    away with the job detached), so it counts as ``unreachable``."""
+    return types.SimpleNamespace(id=job.id, host=job.host, status=job.status, max_rate=job.max_rate,
+                                 recorded=job.recorded, outcome="unreachable" if job.status == "lost" else None)
+
+
+def _set_rates(new: Sequence[Job], limits: rates.Limits, weights: Mapping[str, Any],
+               holds: Sequence[rates.Hold]) -> tuple[dict[str, int], list[str]]:
+    """Give each new job its ``max_rate``: the budget left after HOLDS split over the scanners that got new
+    jobs by WEIGHTS (:func:`scanfleet.rates.split`), each scanner's share over its jobs by pair count."""
+    hosts = sorted({j.host for j in new})
+    shares, lowered = rates.split(limits, {h: weights[h] for h in hosts}, holds)
+    for host in hosts if shares else ():
+        mine = {j.id: j.size for j in new if j.host == host}
+        per = rates.per_job(host, shares[host], mine)
+        for job in new:
+            if job.host == host:
+                job.max_rate = per[job.id]
+    return shares, lowered
+
+
 def plan_phase2(*, pairs_file: str | Path, directory: str | Path, weights: Mapping[str, Any],
                 available: Sequence[str], scope: IntervalSet, unavailable: Mapping[str, str] | None = None,
-                grouping: str = "union", job_cost: int = DEFAULT_JOB_COST,
+                grouping: str = "union", job_cost: int = DEFAULT_JOB_COST, options: Sequence[str] = (),
+                rate_budget: Any = None, rate_cap: Any = None, timeout: float = 0, kill_grace: float = 0,
                 write: bool = True, now: float | None = None) -> dict[str, Any]:
     """Open (or resume) the phase 2 of PAIRS_FILE in DIRECTORY and plan one round (:func:`plan_phase2_round`);
     write ``phase2.json`` and the new jobs' ``jobs/ID.targets`` (not with WRITE false: check mode). Every pair
-    planned must lie in SCOPE. The one phase-2 planner: ``scanfleet pairs shard`` calls it, and so will the
-    role's module."""
+    planned must lie in SCOPE. RATE_BUDGET/RATE_CAP (checked against OPTIONS, the phase-2 nmap options) give
+    each new job its ``max_rate`` as :func:`scanfleet.plan.plan_run` does for addresses: jobs still assigned
+    (resumed) and lost jobs that may still run hold their rate; a scanner whose share would be below 1 gets
+    no pairs this round. The one phase-2 planner: ``scanfleet pairs shard`` and the role's module call it."""
     now = time.time() if now is None else now
+    limits = rates.check_limits(rate_budget, rate_cap, options, timeout=timeout, kill_grace=kill_grace,
+                                scanners=rates.positive_count(weights.values()))
     directory = Path(directory)
     pairs, targets = load_pairs(pairs_file)
     state = open_phase2(directory, pairs, targets, now)
     round_no = max((j.round for j in state.jobs), default=0) + 1
     before = {j.id: j.status for j in state.jobs}
+    up = {h for h in available if h in weights}
+    mark_lost(state, up, dict(unavailable or {}), now)  # before the holds: a lost job may still send
+    resumed = [j for j in state.jobs if j.status == "assigned"]
+    holds = rates.held([_rate_view(j) for j in state.jobs], resumed=[_rate_view(j) for j in resumed],
+                       available=up, now=now, limits=limits)
+    receivers, sit_out = rates.eligible(limits, {h: weights[h] for h in sorted(up) if h in weights}, holds)
     new = plan_phase2_round(state, weights=weights, available=available, unavailable=unavailable, scope=scope,
-                            grouping=grouping, job_cost=job_cost, round_no=round_no, now=now)
+                            grouping=grouping, job_cost=job_cost, round_no=round_no, receivers=receivers, now=now)
+    shares, lowered = _set_rates(new, limits, weights, holds)
     lost = [j for j in state.jobs if j.status == "lost" and before.get(j.id) == "assigned"]
     changed = bool(new or lost) or not (directory / PHASE2_FILE).is_file()
     if write and changed:
@@ -721,14 +764,18 @@ def plan_phase2(*, pairs_file: str | Path, directory: str | Path, weights: Mappi
     running = [j for j in state.jobs if j.status == "assigned"]
     cost = grid_cost(new)
     lines = [f"{job.host}: {job.id} IPv{job.family} {counted(len(job.hosts), 'host')} -p {job.nmap_ports} "
-             f"({counted(job.size, 'pair')}, {job.grid} port probes) -iL jobs/{job.id}.targets" for job in new]
+             f"({counted(job.size, 'pair')}, {job.grid} port probes"
+             f"{f', --max-rate {job.max_rate}' if job.max_rate else ''}) -iL jobs/{job.id}.targets" for job in new]
+    lines += [f"{j.host}: {j.id} (resumed) {counted(j.size, 'pair')}" for j in resumed]
     lines += [f"job {j.id} lost: {j.detail}; its pairs are planned again" for j in lost]
     lines.append(f"round {round_no}: {cost['jobs']} jobs, {cost['pairs']} pairs, {cost['probes']} port probes "
                  f"({cost['extra']} beyond the pairs, grouping {grouping})")
+    lines += rates.summary(limits, shares, holds, lowered, sit_out if new else {}, round_no)
     return {"changed": changed, "round": round_no, "dir": str(directory), "lines": lines,
             "new": [j.id for j in new], "lost": [j.id for j in lost],
             "assignments": {h: [job_view(j) for j in running if j.host == h] for h in sorted(set(available))},
             "cost": cost, "balance": balance(new, {h: weights[h] for h in available if h in weights}),
+            "rates": shares, "rate_total": sum(shares.values()),
             "progress": state.progress(), "done": not running and not state.remaining()}
 
 

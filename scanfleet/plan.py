@@ -210,6 +210,7 @@ def plan_run(*, results: str | Path, run_id: str, plan: TargetPlan, options: Seq
     run_id = run_id or derived_run_id(full)
     state, resumed = open_run(results, run_id, plan.addresses, options, now)
     current = next((s for s in state.sessions if s.get("id") == session), None)
+    new_session = current is None
     if current is None:
         current = {"id": session, "started": now, "hosts": sorted(weights), "available": sorted(available),
                    "unavailable": {}}
@@ -223,7 +224,9 @@ def plan_run(*, results: str | Path, run_id: str, plan: TargetPlan, options: Seq
                     round_no=round_no, now=now, mode=mode, seed=seed, style=style, block_prefix=block_prefix,
                     block_prefix6=block_prefix6, limits=limits)
     directory = run_dir(results, run_id)
-    changed = bool(rp.new or rp.lost) or not resumed
+    # a playbook run (session) that takes over attempts an earlier one left assigned is recorded, with the event,
+    # though nothing new is planned; the same session planning again changes nothing
+    changed = bool(rp.new or rp.lost or (rp.reattached and new_session)) or not resumed
     if write and changed:
         if not results.exists():
             private_dir(results)

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scanfleet import ScanfleetError
+from scanfleet import ScanfleetError, pairs, twophase
 from scanfleet.collect import XML, coverage, merge_inputs
 from scanfleet.files import atomic_path, atomic_write, sha256_file
 from scanfleet.job_model import STATUSES
@@ -362,14 +362,23 @@ def run_summary_lines(state: RunState, summary: Mapping[str, Any] | None) -> lis
 
 
 def report_run(*, results: str | Path, run_id: str, dtd: str | None = None, xsl: str | None = None,
-               write: bool = True, now: float | None = None) -> dict[str, Any]:
+               two_phase: bool = False, write: bool = True, now: float | None = None) -> dict[str, Any]:
     """Merge every usable attempt into ``merged.xml`` (validated with ``dtd``) and write the reports
     (:func:`scanfleet.report.write_reports`); skipped when the inputs did not change since the last merge.
+    TWO_PHASE: the run's phase-1 attempts and its recorded phase-2 jobs go through the two-phase merge
+    (:func:`scanfleet.pairs.merge_two_phase`), and the lines add the accounting of every target address.
     Returns the summary, its text lines and the coverage."""
     now = time.time() if now is None else now
     results = Path(results)
     directory, state = load_planned(results, run_id)
     inputs = merge_inputs(state, results)
+    phase2: list[tuple[str, Path]] = []
+    accounting: dict[str, Any] = {}
+    if two_phase:
+        phase2_state = pairs.load_phase2(twophase.phase2_dir(results, run_id))
+        phase2 = pairs.phase2_inputs(phase2_state) if phase2_state else []
+        with contextlib.suppress(OSError, ValueError):
+            accounting = json.loads(twophase.pairs_path(results, run_id).read_text(encoding="utf-8"))["accounting"]
     notes: list[str] = []
     dtd_path = Path(dtd) if dtd else None
     xsl_path = Path(xsl) if xsl else None
@@ -382,7 +391,7 @@ def report_run(*, results: str | Path, run_id: str, dtd: str | None = None, xsl:
         xsl_path = find_nmap_file("nmap.xsl")
     extra = [f"dtd={sha256_file(dtd_path) if dtd_path and dtd_path.is_file() else ''}",
              f"xsl={'yes' if xsl_path and xsl_path.is_file() else 'no'}"]
-    digest = report_digest(inputs, state, extra)
+    digest = report_digest([*inputs, *phase2], state, extra)
     merged = directory / MERGED
     summary = None
     changed = False
@@ -397,19 +406,26 @@ def report_run(*, results: str | Path, run_id: str, dtd: str | None = None, xsl:
             notes.append("check mode: merged report not written")
         else:
             (directory / SUMMARY_FILE).unlink(missing_ok=True)
-            result = merge([p for _, p in inputs], merged, labels=[label for label, _ in inputs],
-                                    dtd=dtd_path, stylesheet=xsl_path.resolve().as_uri() if xsl_path else None)
-            summary = write_reports(merged, directory, result.to_dict(), xsl=xsl_path, notes=notes)
+            stylesheet = xsl_path.resolve().as_uri() if xsl_path else None
+            if two_phase:
+                info = pairs.merge_two_phase(inputs, phase2, merged, dtd=dtd_path, stylesheet=stylesheet)
+            else:
+                info = merge([p for _, p in inputs], merged, labels=[label for label, _ in inputs],
+                             dtd=dtd_path, stylesheet=stylesheet).to_dict()
+            summary = write_reports(merged, directory, info, xsl=xsl_path, notes=notes)
             for name in (MERGED, "merged.json", "merged.csv", "merged.html", SUMMARY_FILE):
                 with contextlib.suppress(FileNotFoundError):
                     os.chmod(directory / name, 0o600)
-            state.report = {"digest": digest, "time": now, "inputs": [label for label, _ in inputs],
-                            "validated": result.validated}
+            state.report = {"digest": digest, "time": now,
+                            "inputs": [label for label, _ in inputs] + [f"phase2/{label}" for label, _ in phase2],
+                            "validated": bool(info.get("validated"))}
             state.updated = now
             save_state(directory, state)
             changed = True
     cov = coverage(state)
     lines = run_summary_lines(state, summary)
+    if accounting:
+        lines.append(twophase.accounting_line(accounting))
     if write and changed:
         (directory / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         os.chmod(directory / "summary.txt", 0o600)
@@ -417,7 +433,8 @@ def report_run(*, results: str | Path, run_id: str, dtd: str | None = None, xsl:
             "summary": summary, "lines": lines, "complete": cov.complete, "covered": cov.covered.size,
             "total": cov.total, "missing": cov.missing.describe() if cov.missing else "",
             "duplicates": cov.duplicates.describe() if cov.duplicates else "",
-            "validated": bool(summary and summary.get("validated")), "inputs": [label for label, _ in inputs]}
+            "validated": bool(summary and summary.get("validated")), "inputs": [label for label, _ in inputs],
+            "phase2_inputs": [label for label, _ in phase2], "accounting": accounting}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,9 +28,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if not scanners:
         raise ScanfleetError("no scanners given; pass --scanner NAME=WEIGHT[@ADDR] for each scanner host")
     now = time.time()
+    session = args.session or time.strftime("cli-%Y%m%dT%H%M%SZ", time.gmtime(now))
     result = plan_run(results=args.results, run_id=args.run_id, plan=plan, options=args.extra,
                       weights={s.name: s.weight for s in scanners}, available=[s.name for s in scanners],
-                      unavailable={}, session=time.strftime("cli-%Y%m%dT%H%M%SZ", time.gmtime(now)), round_no=1,
+                      unavailable={}, session=session, round_no=1,
                       mode=args.mode, seed=args.seed, style=args.format, block_prefix=args.block_prefix,
                       block_prefix6=args.block_prefix6, rate_budget=args.rate_budget,
                       rate_cap=args.max_rate_per_scanner, write=not args.dry_run, now=now)
@@ -78,6 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "--max-rate; default: no limit)")
     plan.add_argument("--max-rate-per-scanner", metavar="PPS", default=None,
                       help="packets per second any one scanner may send (default: no cap)")
+    plan.add_argument("--session", default="", metavar="NAME",
+                      help="the session this plan belongs to (default: cli- + the time); a session that takes over "
+                           "attempts still assigned is recorded in the run")
     plan.add_argument("--dry-run", action="store_true", help="plan and print, write nothing")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.set_defaults(func=_cmd_plan)

@@ -87,6 +87,13 @@ def counted(count: int, word: str) -> str:
 # State
 
 
+def known_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that are fields of dataclass ``cls`` (a record written by another version of
+    scanfleet may hold more)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
 @dataclasses.dataclass
 class Attempt:
     """One nmap process on one host over one shard (see the module docstring)."""
@@ -128,8 +135,7 @@ class Attempt:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Attempt:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**known_fields(cls, data))
 
 
 @dataclasses.dataclass
@@ -171,8 +177,7 @@ class RunState:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunState:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
+        values = known_fields(cls, data)
         values["attempts"] = [Attempt.from_dict(a) for a in data.get("attempts", [])]
         return cls(**values)
 

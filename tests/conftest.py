@@ -1,9 +1,11 @@
-"""Shared fixtures: real nmap sources (Debian source packages) fetched once into .cache/src; the tools and nmap
-data files the tests require; what a test does when a required input cannot be had."""
+"""Shared fixtures: real nmap sources (Debian source packages, or a tree of nmap's git repository where no Debian
+package can be had) unpacked once into .cache/src; the tools and nmap data files the tests require; what a test
+does when a required input cannot be had."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,25 +14,49 @@ from typing import NoReturn
 import pytest
 
 from scanfleet import ScanfleetError, merge
+from scanfleet.files import sha256_file
 from scanfleet.source import fetch_debian_source
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "src"
 
 # nmap version -> Debian suite whose source package carries it.
-NMAP_SUITES = {"7.93": "bookworm", "7.95": "trixie", "7.991": "sid"}
+NMAP_SUITES = {"7.93": "bookworm", "7.95": "trixie"}
 
-# Versions whose source may be missing even in CI: no mirror serves 7.991 yet (a later issue gives it one).
-NMAP_SOURCE_OPTIONAL = {"7.991"}
+# nmap 7.991 -- provenance. Debian's index lists nmap 7.991+dfsg-1 (sid), but its files answer 404 on the mirror
+# these machines use. The tests use instead the tree of nmap's public git repository at tag v7.991 (commit
+# 1bb2586a85ae41dc6824a8405e44d17309e9288c, 2026-08-05), packed with `git archive --prefix=nmap-7.991/` into
+# nmap-7.991-src.tar.xz, whose sha256 below was computed from the file itself (no upstream signature covers it).
+# How it differs from the release tarball nmap-7.991.tar.bz2 (the file's README.md beside it says the same):
+#   - it is a git tree: nmap.h has NMAP_SPECIAL "SVN", so `nmap --version` says 7.99SVN (the role's version
+#     rule, roles/nmap_build/vars/main.yml __nmap_build_version_reported, accepts that for 7.991);
+#   - nmap-os-db is missing (only -O reads it, but `make install` copies it): the build test puts 7.95's there
+#     (NMAP_OS_DB_FROM), so the OS fingerprints of that build are 7.95's.
+# The file is not in the repository: it is looked for in $SCANFLEET_NMAP_SOURCES, by default ../shared/sources
+# beside the clone (on the lab machine /work/shared/sources). Missing, the tests that need it skip, naming that
+# variable, or fail under CI=true.
+NMAP_GIT_TREES = {
+    "7.991": {"file": "nmap-7.991-src.tar.xz", "top": "nmap-7.991", "tag": "v7.991",
+              "commit": "1bb2586a85ae41dc6824a8405e44d17309e9288c",
+              "sha256": "5a0159880198abe1227940fd430a2d557dad4802b6b7919e7b96893d2938a8a3",
+              "nmap_h": {"NMAP_MAJOR": "7", "NMAP_MINOR": "99", "NMAP_BUILD": "1", "NMAP_SPECIAL": '"SVN"'}},
+}
+NMAP_SOURCES_VAR = "SCANFLEET_NMAP_SOURCES"
+NMAP_SOURCES_DEFAULT = ROOT.parent / "shared" / "sources"
+NMAP_SOURCES_HINT = "/work/shared/sources"
+NMAP_OS_DB_FROM = "7.95"
+
+# Every supported version, oldest first.
+NMAP_VERSIONS = sorted([*NMAP_SUITES, *NMAP_GIT_TREES], key=lambda v: tuple(int(p) for p in v.split(".")))
 
 # CI (make test in the pipeline) must have every input: there a missing one fails the test instead of skipping it.
 CI = os.environ.get("CI") == "true"
 
 
-def unavailable(reason: str, *, optional: bool = False) -> NoReturn:
-    """A test's required input cannot be had: skip it, saying why, except under CI=true (unless OPTIONAL),
-    where the test fails with the same reason."""
-    if CI and not optional:
+def unavailable(reason: str) -> NoReturn:
+    """A test's required input cannot be had: skip it, saying why, except under CI=true, where the test fails
+    with the same reason."""
+    if CI:
         pytest.fail(f"{reason} (CI=true: a missing input fails instead of skipping)", pytrace=False)
     pytest.skip(reason)
 
@@ -67,12 +93,69 @@ def nmap_xsl() -> Path:
     return required_nmap_file("nmap.xsl")
 
 
-def nmap_source_tree(version: str) -> Path:
-    """Return the extracted (Debian-patched) source tree of nmap VERSION, fetching it if needed.
+def nmap_sources_dir() -> Path:
+    """The directory holding the nmap source archives that no mirror serves ($SCANFLEET_NMAP_SOURCES)."""
+    value = os.environ.get(NMAP_SOURCES_VAR, "")
+    return Path(value).expanduser().resolve() if value else NMAP_SOURCES_DEFAULT.resolve()
 
-    When the mirror does not serve that source package, skips the calling test naming the reason, or fails
-    it under CI=true (except for the versions of NMAP_SOURCE_OPTIONAL).
+
+def git_tree_archive(version: str) -> Path:
+    """The verified archive of nmap VERSION's git tree; skips (fails under CI=true) when it is missing."""
+    info = NMAP_GIT_TREES[version]
+    where = nmap_sources_dir()
+    archive = where / info["file"]
+    if not archive.is_file():
+        unavailable(f"nmap {version} source {info['file']} not found in {where}: set {NMAP_SOURCES_VAR} to the "
+                    f"directory holding it (on the lab machine: {NMAP_SOURCES_HINT}), e.g. "
+                    f"'{NMAP_SOURCES_VAR}={NMAP_SOURCES_HINT} make build-test'")
+    digest = sha256_file(archive)
+    assert digest == info["sha256"], (
+        f"{archive} has sha256 {digest}, not {info['sha256']} (git archive of nmap's tag {info['tag']}, "
+        f"commit {info['commit']}): replace it with that file")
+    return archive
+
+
+def _unpack_git_tree(version: str, dest: Path) -> Path:
+    info = NMAP_GIT_TREES[version]
+    archive = git_tree_archive(version)
+    tree = dest / "tree"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    subprocess.run(["tar", "-xJf", str(archive), "-C", str(dest)], check=True, capture_output=True)
+    (dest / info["top"]).rename(tree)
+    return tree
+
+
+def nmap_h_defines(tree: Path) -> dict[str, str]:
+    """The version #defines of TREE's nmap.h (NMAP_MAJOR, NMAP_MINOR, NMAP_BUILD, NMAP_SPECIAL)."""
+    text = (tree / "nmap.h").read_text(errors="replace")
+    return dict(re.findall(r"^#define (NMAP_(?:MAJOR|MINOR|BUILD|SPECIAL)) +(\S+)", text, re.M))
+
+
+def nmap_tree_version(tree: Path) -> str:
+    """The nmap version of a tree made by nmap_source_tree: Debian's changelog, or the git tree it came from."""
+    changelog = tree / "debian" / "changelog"
+    if changelog.is_file():
+        return changelog.read_text(errors="replace").split("(", 1)[1].split("+", 1)[0]
+    return tree.parent.name.removeprefix("git-")
+
+
+def nmap_source_tree(version: str) -> Path:
+    """Return the extracted source tree of nmap VERSION (Debian-patched, or the git tree of NMAP_GIT_TREES),
+    fetching or unpacking it if needed.
+
+    When the source cannot be had (the mirror does not serve the package, the git tree's archive is not in
+    $SCANFLEET_NMAP_SOURCES), skips the calling test naming the reason and the fix, or fails it under CI=true.
     """
+    if version in NMAP_GIT_TREES:
+        dest = CACHE / f"git-{version}"
+        tree = dest / "tree"
+        if not (tree / "service_scan.cc").is_file():
+            tree = _unpack_git_tree(version, dest)
+        defines = nmap_h_defines(tree)
+        expected = NMAP_GIT_TREES[version]["nmap_h"]
+        assert defines == expected, f"{tree} is not nmap {version}'s git tree: nmap.h has {defines}, not {expected}"
+        return tree
     suite = NMAP_SUITES[version]
     dest = CACHE / suite
     tree = dest / "tree"
@@ -80,8 +163,7 @@ def nmap_source_tree(version: str) -> Path:
         try:
             dsc = fetch_debian_source(suite, dest)
         except ScanfleetError as exc:
-            unavailable(f"nmap {version} source ({suite}) not available from the apt mirror: {exc}",
-                        optional=version in NMAP_SOURCE_OPTIONAL)
+            unavailable(f"nmap {version} source ({suite}) not available from the apt mirror: {exc}")
         subprocess.run(["dpkg-source", "-x", str(dsc), str(tree)], cwd=dest, check=True,
                        capture_output=True)
     changelog = (tree / "debian" / "changelog").read_text(errors="replace").splitlines()[0]
@@ -89,7 +171,7 @@ def nmap_source_tree(version: str) -> Path:
     return tree
 
 
-@pytest.fixture(scope="module", params=sorted(NMAP_SUITES, key=lambda v: tuple(int(p) for p in v.split("."))))
+@pytest.fixture(scope="module", params=NMAP_VERSIONS)
 def nmap_tree(request) -> Path:
     """Parametrised over every supported nmap version: the extracted source tree."""
     return nmap_source_tree(request.param)

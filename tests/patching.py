@@ -47,11 +47,11 @@ def apply_patches(tree: Path, patches: list[Path], dry_run: bool = False, fuzz: 
                                        "".join(o.stdout for o in outs), "".join(o.stderr for o in outs))
 
 
-def role_configure_args(version: str, source: str = "debian", system: str = "Debian-12") -> list[str]:
-    """The role's own configure arguments for VERSION, evaluated by Ansible from its vars files."""
+def role_var(name: str, version: str, source: str = "debian", system: str = "Debian-12") -> object:
+    """The role variable NAME for nmap VERSION from SOURCE on SYSTEM, evaluated by Ansible from its vars files."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
     proc = subprocess.run(
-        ["ansible", "localhost", "-o", "-m", "ansible.builtin.debug", "-a", "var=__nmap_build_configure_args",
+        ["ansible", "localhost", "-o", "-m", "ansible.builtin.debug", "-a", f"var={name}",
          "-e", f"@{ROLE / 'defaults' / 'main.yml'}", "-e", f"@{ROLE / 'vars' / 'main.yml'}",
          "-e", f"@{ROLE / 'vars' / (system + '.yml')}",
          "-e", json.dumps({"nmap_build_version": version, "nmap_build_source": source, "role_path": str(ROLE),
@@ -59,4 +59,18 @@ def role_configure_args(version: str, source: str = "debian", system: str = "Deb
         capture_output=True, text=True, check=True, env=env, cwd=ROOT,
     )
     payload = proc.stdout.split("=>", 1)[1]
-    return json.loads(payload)["__nmap_build_configure_args"]
+    return json.loads(payload)[name]
+
+
+def role_configure_args(version: str, source: str = "debian", system: str = "Debian-12") -> list[str]:
+    """The role's own configure arguments for VERSION, evaluated by Ansible from its vars files."""
+    args = role_var("__nmap_build_configure_args", version, source, system)
+    assert isinstance(args, list)
+    return args
+
+
+def role_version_pattern(version: str) -> str:
+    """The regex the role's verify.yml searches `nmap --version` for when nmap_build_version is VERSION."""
+    pattern = role_var("__nmap_build_version_reported", version)
+    assert isinstance(pattern, str)
+    return pattern

@@ -28,7 +28,7 @@ class ActionModule(ActionBase):
     _requires_connection = True
     _supports_check_mode = True
     _VALID_ARGS = frozenset(("run_id", "base_dir", "attempts", "poll", "stall_timeout", "timeout", "kill_grace",
-                             "quiet_every", "lost_after", "progress_dir", "round_id", "total", "covered"))
+                             "quiet_every", "lost_after", "progress_dir", "round_id", "total", "covered", "unit"))
 
     def _job(self, task_vars, state, attempts, extra=None):
         args = {"state": state, "base_dir": self._task.args["base_dir"], "run_id": self._task.args["run_id"],
@@ -70,6 +70,7 @@ class ActionModule(ActionBase):
         if args.get("progress_dir"):  # the fleet-wide line, shared with the other scanners' waits
             board = progress.FleetBoard(args["progress_dir"], host, round_id=str(args.get("round_id", "")),
                                         total=int(args.get("total", 0)), covered=int(args.get("covered", 0)),
+                                        unit=str(args.get("unit") or "addresses"),
                                         show=display.display, every=poll, quiet_every=quiet_every)
         outcomes, changed = jobs.wait_jobs(
             lambda state, ids, extra: self._job(task_vars, state, [{"id": i} for i in ids], extra),

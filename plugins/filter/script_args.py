@@ -1,9 +1,11 @@
-"""Ansible filters, thin adapters over the scanfleet package (scanfleet.scriptargs, scanfleet.rates).
+"""Ansible filters, thin adapters over the scanfleet package (scanfleet.scriptargs, scanfleet.rates,
+scanfleet.twophase).
 
   nmap_scan_script_args | scanfleet.fleet.script_args             the --script-args-file text ('' when empty)
   nmap_scan_script_args | scanfleet.fleet.script_arg_names        the argument names, sorted (what a run records)
   options | scanfleet.fleet.check_script_options(args)            the options, or an error when they would leak args
   options | scanfleet.fleet.check_rate_limits(budget, cap, caps)  the options, or an error naming a bad rate limit
+  options | scanfleet.fleet.phase_options(mode, phase)            the options of a phase (two_phase), else as given
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ def check_rate_limits(options, budget=None, cap=None, capacities=()):
     return options
 
 
+def phase_options(options, mode="one_phase", phase="discovery"):
+    if _call("check_mode", mode, module="twophase") == "one_phase":
+        return list(options)
+    return _call("phase_options", list(options), phase, module="twophase")
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -53,4 +61,5 @@ class FilterModule:
             "script_arg_names": script_arg_names,
             "check_script_options": check_script_options,
             "check_rate_limits": check_rate_limits,
+            "phase_options": phase_options,
         }

@@ -30,6 +30,7 @@ import inspect
 import json
 import os
 import pwd
+import resource
 import select
 import signal
 import socket
@@ -362,6 +363,8 @@ def command(job: Job, attempt: dict[str, Any], p: dict[str, Any]) -> tuple[list[
                         "used (custom matches are not available on this host)")
         versiondb = ""
     argv = [p["nmap"], *list(p["options"])]
+    if attempt.get("ports"):  # a phase-2 job's own port list (two-phase scan: scanfleet.pairs)
+        argv += ["-p", str(attempt["ports"])]
     if attempt.get("max_rate"):  # the attempt's share of the fleet's rate budget (scanfleet.rates)
         argv += ["--max-rate", str(int(attempt["max_rate"]))]
     if versiondb:
@@ -495,6 +498,28 @@ def _drain(master: int) -> None:
             return
 
 
+# nmap holds one descriptor per service probe in flight (the build's nmap_build_service_parallelism, 4,000 by
+# default) and per NSE script socket: the usual soft limit of 1024 would make its connects fail (a connect scan
+# raises its own limit, a SYN scan does not). The supervisor (root) starts nmap with the soft limit at the
+# hard limit, and a hard limit below this floor raised to it.
+OPEN_FILES_FLOOR = 16384
+
+
+def raise_open_files(floor: int = OPEN_FILES_FLOOR) -> tuple[int, int]:
+    """Raise this process's RLIMIT_NOFILE (inherited by the nmap it starts): the soft limit to the hard limit,
+    both to ``floor`` when the hard limit is below it and the process may raise it (root). A limit that cannot
+    be raised is left as it is. Returns the (soft, hard) limits now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < floor:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (floor, floor))
+            soft, hard = floor, floor
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
 def supervise(cfg: dict[str, Any]) -> int:
     """Run nmap (``cfg``: dir, argv, user, group, timeout, kill_grace, secrets) and record it: pid.json once it
     runs, exit.json when it ends (rc and reason, see :data:`WORDS`). Returns the exit status of the script."""
@@ -529,6 +554,7 @@ def supervise(cfg: dict[str, Any]) -> int:
                 os.unlink(path)
 
     started = time.time()
+    open_files = raise_open_files()
     log = os.open(os.path.join(d, "nmap.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     master, slave = os.openpty()
     try:
@@ -545,7 +571,8 @@ def supervise(cfg: dict[str, Any]) -> int:
     os.close(slave)
     try:
         record("pid.json", {"pid": proc.pid, "ticks": start_time(proc.pid), "supervisor": os.getpid(),
-                            "supervisor_ticks": start_time(os.getpid()), "started": started})
+                            "supervisor_ticks": start_time(os.getpid()), "started": started,
+                            "open_files": list(open_files)})
     except OSError as exc:  # a full disk: an nmap nobody could find by its PID must not run on
         proc.kill()
         proc.wait()

@@ -11,16 +11,23 @@ description:
   - "With O(state=merged): parses the stock file and every rule file, merges the rules ahead of the stock
     rules of their probe, and writes O(dest) atomically when its content changed. Bad input fails here,
     naming C(file:line), before anything reaches a host."
+  - "With O(state=compared): which rules the merged file O(dest) changes against O(before) (the file on the
+    host now, or the stock file before the first push): C(changed) when any rule differs, and under
+    C(--diff) the changed probes with their removed and added lines (comments and blank lines left out)."
   - "With O(state=explained): fails with nmap's rejection O(nmap_message) of the merged file translated to
     the rule file's C(file:line) (give the same O(stock), O(rules) and options as for the merge)."
 extends_documentation_fragment:
   - scanfleet.fleet.controller
 options:
   state:
-    description: "merged, explained, or checked (parse and pre-check the rule files only, no stock file needed)."
+    description: "merged, compared, explained, or checked (parse and pre-check the rule files only, no stock file
+      needed)."
     type: str
     default: merged
-    choices: [merged, explained, checked]
+    choices: [merged, compared, explained, checked]
+  before:
+    description: "For O(state=compared): the file O(dest) would replace (on the controller)."
+    type: path
   stock:
     description: "The stock nmap-service-probes (on the controller)."
     type: path
@@ -89,6 +96,12 @@ files:
   elements: str
   returned: when state=checked
   sample: [/srv/scanfleet/files/probes/seed.probes, /srv/scanfleet/files/probes/services.probes]
+rules:
+  description: The probes whose rules differ (O(state=compared)), each with the lines removed and added.
+  type: list
+  elements: dict
+  returned: when state=compared
+  sample: [{probe: TCP GetRequest, status: changed, removed: [], added: ["match myhttpd m|^HTTP/1.1 200| p/MyHTTPd/"]}]
 check_command:
   description: argv that makes the host's nmap load the file in an isolated network namespace.
   type: list
@@ -109,7 +122,8 @@ from ansible_collections.scanfleet.fleet.plugins.module_utils.adapter import loa
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "state": {"type": "str", "default": "merged", "choices": ["merged", "explained", "checked"]},
+            "state": {"type": "str", "default": "merged", "choices": ["merged", "compared", "explained", "checked"]},
+            "before": {"type": "path"},
             "stock": {"type": "path"},
             "rules": {"type": "list", "elements": "path", "default": []},
             "dest": {"type": "path"},
@@ -120,7 +134,8 @@ def main() -> None:
             "host_path": {"type": "str", "default": ""},
             "nmap_message": {"type": "str", "default": ""},
         },
-        required_if=[("state", "merged", ["stock", "dest"]), ("state", "explained", ["dest"])],
+        required_if=[("state", "merged", ["stock", "dest"]), ("state", "explained", ["dest"]),
+                     ("state", "compared", ["before", "dest"])],
         supports_check_mode=True,
     )
     probes = load(module, "probes")
@@ -134,6 +149,12 @@ def main() -> None:
                 probes.raise_on_errors(problems)
                 warnings += [str(problem) for problem in problems]
         module.exit_json(changed=False, files=[str(path) for path in files], problems=warnings)
+    if p["state"] == "compared":
+        with user_errors(module):
+            changes = probes.rule_changes(probes.parse_file(p["before"]), probes.parse_file(p["dest"]))
+        module.exit_json(changed=bool(changes), rules=[change.as_dict() for change in changes],
+                         summary=probes.diff_summary(changes),
+                         diff=probes.ansible_diff(changes, p["before"], p["dest"]))
     with user_errors(module):
         result = probes.merge_files(p["stock"], p["rules"], drop_exclude=p["drop_exclude"],
                                     totalwaitms=p["totalwaitms"],

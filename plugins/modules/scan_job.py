@@ -48,8 +48,8 @@ options:
   attempts:
     description:
       - "Attempts: C(id) (directory name), and for O(state=started) C(lines) (the -iL lines), C(ipv6)
-        (adds C(-6)) and C(max_rate) (packets per second, adds C(--max-rate); its share of the fleet's rate
-        budget, empty for none)."
+        (adds C(-6)), C(max_rate) (packets per second, adds C(--max-rate); its share of the fleet's rate
+        budget, empty for none) and C(ports) (adds C(-p PORTS): a two-phase service-scan job's port list)."
     type: list
     elements: dict
     required: true
@@ -58,8 +58,8 @@ options:
     type: path
     default: /opt/scanfleet/nmap-current/bin/nmap
   options:
-    description: "nmap options before the ones the module adds: C(--max-rate), C(--versiondb), C(--stats-every),
-      C(-iL), C(-oA), C(-6)."
+    description: "nmap options before the ones the module adds: C(-p) (attempt C(ports)), C(--max-rate),
+      C(--versiondb), C(--stats-every), C(-iL), C(-oA), C(-6)."
     type: list
     elements: str
     default: []

@@ -28,6 +28,12 @@ options:
     description: "nmap.xsl for merged.html; empty: no HTML."
     type: path
     default: ""
+  two_phase:
+    description: "A two-phase run: the phase-1 attempts and the recorded phase-2 jobs (C(RUN_ID/phase2/)) go
+      through the two-phase merge (C(scanfleet.pairs.merge_two_phase)), and the lines add the accounting of
+      every target address (up with open ports, up with none, down)."
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -128,6 +134,7 @@ def main() -> None:
             **RUN_OPTIONS,
             "dtd": {"type": "path", "default": ""},
             "xsl": {"type": "path", "default": ""},
+            "two_phase": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -135,7 +142,8 @@ def main() -> None:
     p = module.params
     with user_errors(module):
         result = sfrun.report_run(results=p["results_dir"], run_id=p["run_id"], dtd=p["dtd"] or None,
-                                  xsl=p["xsl"] or None, write=not module.check_mode)
+                                  xsl=p["xsl"] or None, two_phase=p["two_phase"],
+                                  write=not module.check_mode)
     module.exit_json(**result)
 
 

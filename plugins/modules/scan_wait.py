@@ -86,6 +86,11 @@ options:
     description: "Addresses covered before this round (the plan's C(covered))."
     type: int
     default: 0
+  unit:
+    description: "What O(total) and O(covered) count, for the fleet line: C(addresses), or C(pairs) in the
+      service-scan phase of a two-phase scan (each attempt's C(size) is then its pairs)."
+    type: str
+    default: addresses
 author: scanfleet
 """
 

@@ -73,15 +73,18 @@ Checking and validating
 =======================
 
 ``precheck_file`` / ``precheck_rules`` find obvious problems in Python (directive values, regex
-syntax as far as Python's ``re`` agrees with PCRE, ``$N`` beyond the regex's groups, unknown
-fallbacks, lines too long for nmap's line buffer).  ``validate_with_nmap`` is the authoritative
-check: a real nmap loads the file (in a fresh network namespace holding only loopback, scanning a
-closed port there, so nothing leaves the host) and its complaint, which names a line of the merged
-file, is mapped back to the rule file's ``path:line``.
+syntax as far as Python's ``re`` agrees with PCRE, a pattern that can match the empty string (fatal
+from nmap 7.991 on), ``$N`` beyond the regex's groups, unknown fallbacks, lines too long for nmap's
+line buffer).  ``validate_with_nmap`` is the authoritative check: a real nmap loads the file (in a
+fresh network namespace holding only loopback, scanning a closed port there, so nothing leaves the
+host) and its complaint, which names a line of the merged file, is mapped back to the rule file's
+``path:line``.
 
 API for the Ansible plugins: ``merge_files(stock_path, rule_paths, **options) -> MergeResult``
 (``.text``, ``.origins``, ``.stats``, ``.problems``), ``write_merged(result, out, nmap_binary)``
-(atomic, validates first) and ``validate_with_nmap(path, nmap_binary, origins)``.
+(atomic, validates first), ``validate_with_nmap(path, nmap_binary, origins)`` and
+``rule_changes(before, after)`` (which probes' rules a new file changes; ``ansible_diff`` renders them for
+``--diff``).
 
 Command line::
 
@@ -94,6 +97,8 @@ Command line::
 from __future__ import annotations
 
 from scanfleet.probes.check import Problem, check_line, compile_regex, precheck_file, precheck_rules, raise_on_errors
+from scanfleet.probes.diff import ProbeChange, ansible_diff, rule_changes
+from scanfleet.probes.diff import summary as diff_summary
 from scanfleet.probes.merging import MergeResult, MergeStats, merge, merge_files, unmerge, write_merged
 from scanfleet.probes.model import (
     DEFAULT_TOTALWAITMS,
@@ -113,8 +118,8 @@ from scanfleet.probes.validate import explain_rejection, nmap_check_command, val
 
 __all__ = [
     "DEFAULT_TOTALWAITMS", "GENERATED", "PROBE_DIRECTIVES", "Line", "Match", "MergeResult", "MergeStats", "Origin",
-    "Probe", "ProbesFile", "Problem", "RuleFile", "check_line", "collect_rule_files", "compile_regex", "encode",
-    "explain_rejection", "merge", "merge_files", "nmap_check_command", "parse", "parse_file", "parse_rules",
-    "parse_rules_file", "precheck_file", "precheck_rules", "raise_on_errors", "read_text", "serialize", "unmerge",
-    "validate_with_nmap", "write_merged",
+    "Probe", "ProbeChange", "ProbesFile", "Problem", "RuleFile", "ansible_diff", "check_line", "collect_rule_files",
+    "compile_regex", "diff_summary", "encode", "explain_rejection", "merge", "merge_files", "nmap_check_command",
+    "parse", "parse_file", "parse_rules", "parse_rules_file", "precheck_file", "precheck_rules", "raise_on_errors",
+    "read_text", "rule_changes", "serialize", "unmerge", "validate_with_nmap", "write_merged",
 ]

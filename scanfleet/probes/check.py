@@ -5,6 +5,11 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
+
+try:  # Python's own regex parser, for the shortest match of a pattern (re._parser since 3.11)
+    from re import _parser as _sre_parser  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_parse as _sre_parser  # type: ignore[no-redef]
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -68,6 +73,17 @@ def compile_regex(match: Match) -> re.Pattern[bytes]:
         return re.compile(encode(match.pattern), flags)
 
 
+def can_match_empty(match: Match) -> bool:
+    """Whether the pattern of MATCH can match the empty string (its shortest match is zero-length).
+
+    nmap 7.991 refuses to load such a line (PCRE2_INFO_MATCHEMPTY: "pattern matches zero-length string"); earlier
+    versions load it and it then matches every response of its probe. Like PCRE's own test this is a static one:
+    assertions (^, $, \\b, lookarounds) are zero-length, so m|^| and m|(?=x)| count as empty, and so does m|a*|.
+    The pattern must compile with Python's re (compile_regex).
+    """
+    return _sre_parser.parse(encode(match.pattern)).getwidth()[0] == 0
+
+
 def _check_match(m: Match) -> list[Problem]:
     problems: list[Problem] = []
     try:
@@ -79,6 +95,11 @@ def _check_match(m: Match) -> list[Problem]:
             msg += " (Python's re; nmap's PCRE may still accept it: run 'scanfleet probes validate')"
         problems.append(Problem(m.origin, msg, "error" if sure else "warning"))
         regex = None
+    if regex is not None and can_match_empty(m):
+        problems.append(Problem(m.origin, f"regex m{m.delimiter}{m.pattern}{m.delimiter} of {m.service} can match the "
+                                          "empty string: nmap 7.991 refuses to load the file (\"pattern matches "
+                                          "zero-length string\"), earlier versions match every response with it; "
+                                          "make it require at least one character (e.g. a+ instead of a*)"))
     for t in m.templates:
         if t.field == "cpe":
             if t.delimiter != "/":

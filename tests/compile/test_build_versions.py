@@ -3,6 +3,7 @@ patches are in effect with the same checks the role and molecule run (in an isol
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -13,9 +14,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from scanfleet import scriptargs
-from tests.conftest import ROOT
-from tests.patching import DEFAULTS, apply_patches, render_patches, role_configure_args
+from scanfleet import ScanfleetError, probes, scriptargs
+from tests.conftest import NMAP_GIT_TREES, NMAP_OS_DB_FROM, ROOT, nmap_source_tree, nmap_tree_version
+from tests.patching import DEFAULTS, apply_patches, render_patches, role_configure_args, role_version_pattern
 
 pytestmark = pytest.mark.build
 
@@ -34,35 +35,64 @@ def isolated(cmd: list[str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, check=False, timeout=300)
 
 
+def build_key(nmap_tree, nmap_version: str, patches: list, configure_args: list[str]) -> str:
+    """What a build depends on: the version, the source files the patches change, the rendered patches and the
+    configure arguments. An install under .cache/build-test with this key is reused (SCANFLEET_REBUILD=1: never)."""
+    digest = hashlib.sha256(json.dumps([nmap_version, configure_args]).encode())
+    for path in [*(nmap_tree / name for name in PATCHED_SOURCES), *patches]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+PATCHED_SOURCES = ("service_scan.h", "service_scan.cc", "nse_nsock.cc", "nse_main.lua", "nmap.h")
+
+
 @pytest.fixture(scope="module")
 def built_nmap(nmap_tree):
-    """nmap_tree patched as the role patches it, configured, compiled and installed (once per version)."""
+    """nmap_tree patched as the role patches it, configured, compiled and installed (once per version; an install
+    from an earlier run with the same build_key is reused, unless SCANFLEET_REBUILD=1)."""
     work = WORK / nmap_tree.parent.name
+    nmap_version = nmap_tree_version(nmap_tree)
+    # A git tree (nmap 7.991, provenance in tests/conftest.py NMAP_GIT_TREES) is built as the role builds any
+    # source archive (nmap_build_source: archive); it lacks nmap-os-db, which make install copies: 7.95's is
+    # put in its place, so this build's OS fingerprints are 7.95's (only -O reads them; no test here does).
+    source = "archive" if nmap_version in NMAP_GIT_TREES else "debian"
+    configure_args = role_configure_args(nmap_version, source)
+    patch_dir = WORK / f"patches-{nmap_tree.parent.name}"
+    shutil.rmtree(patch_dir, ignore_errors=True)
+    patches = render_patches(patch_dir)
+    key = build_key(nmap_tree, nmap_version, patches, configure_args)
+    prefix = work / "prefix"
+    stamp = work / "build-key"
+    if (os.environ.get("SCANFLEET_REBUILD") != "1" and (prefix / "bin" / "nmap").is_file() and stamp.is_file()
+            and stamp.read_text() == key):
+        return nmap_version, prefix / "bin" / "nmap"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     os.chmod(WORK, 0o755)
     tree = work / "tree"
     shutil.copytree(nmap_tree, tree, symlinks=True)
-    nmap_version = (nmap_tree / "debian" / "changelog").read_text().split("(", 1)[1].split("+", 1)[0]
-    result = apply_patches(tree, render_patches(work / "patches"))
+    if not (tree / "nmap-os-db").exists():
+        shutil.copy(nmap_source_tree(NMAP_OS_DB_FROM) / "nmap-os-db", tree / "nmap-os-db")
+    result = apply_patches(tree, patches)
     assert result.returncode == 0, result.stdout + result.stderr
     for configure in tree.rglob("configure"):
         configure.touch()
-    prefix = work / "prefix"
-    steps = [["./configure", f"--prefix={prefix}", *role_configure_args(nmap_version)],
+    steps = [["./configure", f"--prefix={prefix}", *configure_args],
              ["make", f"-j{os.cpu_count()}"], ["make", "install"]]
     for step in steps:
         proc = subprocess.run(step, cwd=tree, capture_output=True, text=True, check=False)
         assert proc.returncode == 0, (
             f"{step[0]} failed for nmap {nmap_version}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     shutil.rmtree(tree)
+    stamp.write_text(key)
     return nmap_version, prefix / "bin" / "nmap"
 
 
 def test_patched_build_runs_with_short_waits(built_nmap):
     version, nmap = built_nmap
     out = subprocess.run([str(nmap), "--version"], capture_output=True, text=True, check=True).stdout
-    assert f"Nmap version {version} " in out
+    assert re.search(role_version_pattern(version), out), out  # the role's own rule (7.991's git tree: 7.99SVN)
 
     silent = isolated(["python3", str(SILENT_CHECK), "--nmap", str(nmap), "--user", "root", "--max-seconds", "15"])
     assert silent.returncode == 0, silent.stdout + silent.stderr
@@ -73,6 +103,34 @@ def test_patched_build_runs_with_short_waits(built_nmap):
     result = json.loads(wrapped.stdout)
     assert result["immediate_close"] == "tcpwrapped" and result["immediate_probes_sent"] == 1
     assert result["delayed_probes_sent"] > 1, result  # the probes file's tcpwrappedms 3000 was ignored
+
+
+RULES = sorted((ROOT / "files" / "probes").glob("*.probes"))
+EMPTY_MATCH = ROOT / "tests" / "fixtures" / "probes" / "empty-match.probes"
+
+
+def test_our_probe_rules_load_and_an_empty_match_is_refused_from_7_991(built_nmap, tmp_path):
+    """Our rule files (files/probes), merged into the build's own probes file, load in this nmap (it parses the file
+    and compiles every regex, in a private network namespace). A rule whose pattern can match the empty string
+    (match x m|a*|) is fatal from 7.991 on, at its line, and loads in earlier versions; the controller-side pre-check
+    refuses it for every version, before any host changes (tests/unit/test_probes.py)."""
+    version, nmap = built_nmap
+    stock = probes.parse_file(nmap.parent.parent / "share" / "nmap" / "nmap-service-probes")
+    merged = probes.merge(stock, [probes.parse_rules_file(path) for path in RULES])
+    path = tmp_path / "merged"
+    path.write_bytes(probes.encode(merged.text))
+    probes.validate_with_nmap(path, str(nmap), merged.origins)
+
+    # merged without the pre-check (probes.merge, not merge_files), to see what this nmap itself does with it
+    bad = probes.merge(stock, [probes.parse_rules_file(EMPTY_MATCH)])
+    path.write_bytes(probes.encode(bad.text))
+    if tuple(int(p) for p in version.split(".")) < (7, 991):
+        probes.validate_with_nmap(path, str(nmap), bad.origins)
+        return
+    with pytest.raises(ScanfleetError) as exc:
+        probes.validate_with_nmap(path, str(nmap), bad.origins)
+    assert str(exc.value).startswith(f"{EMPTY_MATCH}:4: nmap ({nmap}) rejects this line: "), exc.value
+    assert "pattern matches zero-length string" in str(exc.value)
 
 
 # Values that nmap's own --script-args syntax would split or unquote: commas, '=', braces, both quotes,
@@ -179,3 +237,37 @@ def test_nse_timeout_cap_ends_a_receive_without_timeout(built_nmap, tmp_path):
     for timeout, (status, ms) in results.items():
         assert status == "TIMEOUT", (timeout, status)
         assert cap - 50 <= ms < 2 * cap, f"set_timeout({timeout}): gave up after {ms} ms, the cap is {cap} ms"
+
+
+
+SILENT_RECEIVE = ROOT / "tests" / "fixtures" / "nse" / "scanfleet-silent-receive.nse"
+NSE_DONE = re.compile(r"Completed NSE at [^,]+, ([0-9.]+)s elapsed")
+
+
+def nse_on_silent_ports(nmap, ports: int, xml, *options: str) -> float:
+    """nmap's own figure for NSE (-v, every NSE phase summed) when a script that holds a socket for one timeout
+    cap runs on each of PORTS silent ports (no service scan); every port must report the receive's timeout."""
+    proc = isolated(["python3", str(SILENT_PORTS), "--count", str(ports), "--", str(nmap), "-sT", "-T4", "-Pn", "-n",
+                     "-v", "--script", str(SILENT_RECEIVE), *options, "-p", "{ports}", "-oX", str(xml), "127.0.0.1"])
+    phases = NSE_DONE.findall(proc.stdout)
+    assert proc.returncode == 0 and phases, proc.stdout[-3000:] + proc.stderr[-1000:]
+    outputs = [script.get("output") for script in ET.parse(xml).iter("script")]
+    assert len(outputs) == ports and all(out.startswith("status=TIMEOUT ") for out in outputs), outputs[:5]
+    return sum(float(seconds) for seconds in phases)
+
+
+def test_nse_holds_as_many_sockets_as_the_service_scan_keeps_probes_in_flight(built_nmap, tmp_path):
+    """With -sV, the version scripts rpc-grind and skypev2-version run on every port the service scan left
+    unidentified, each holding a socket for the NSE timeout cap on a silent port. The build lets as many script
+    threads hold sockets as the service scan keeps probes in flight, so a script on each of PORTS silent ports
+    takes about one cap, where stock's 20 socket slots need about PORTS / 21 caps. The same build held to those 20
+    slots (--max-parallelism 20) shows that the measure tells the two apart."""
+    _, nmap = built_nmap
+    width = DEFAULTS["nmap_build_service_parallelism"]
+    cap = DEFAULTS["nmap_build_nse_timeout_cap_ms"] / 1000
+    ports = min(width, 200)  # listeners and connections well below the usual 1024 descriptors
+    lifted = nse_on_silent_ports(nmap, ports, tmp_path / "lifted.xml")
+    held = nse_on_silent_ports(nmap, ports, tmp_path / "held.xml", "--max-parallelism", "20")
+    rounds = math.ceil(ports / width)
+    assert lifted < (rounds + 2) * cap, f"{ports} scripts took {lifted} s: more than {rounds} round(s) of {cap} s"
+    assert held > (ports / 21 - 2) * cap, f"held to 20 sockets, {ports} scripts took only {held} s (cap {cap} s)"

@@ -63,6 +63,15 @@ def test_bad_script_args_are_refused_before_any_connection(inventory, extra, exp
         assert SECRET not in output, output
 
 
+@pytest.mark.parametrize("mode", ["2phase", ""])
+def test_an_unknown_scan_mode_is_refused_before_any_connection(inventory, mode):
+    result = scan(inventory, {"nmap_scan_mode": mode})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output
+    assert "nmap_scan_mode" in output and "one_phase" in output and "two_phase" in output, output
+    assert "never-1" in output and "UNREACHABLE" not in output, output
+
+
 @pytest.mark.parametrize(("extra", "expected"), [
     ({"nmap_scan_rate_budget": "fast"}, "nmap_scan_rate_budget='fast' is not a number"),
     ({"nmap_scan_rate_budget": 0}, "nmap_scan_rate_budget=0 is zero"),

@@ -14,6 +14,7 @@ import grp
 import json
 import os
 import pwd
+import resource
 import signal
 import stat
 import subprocess
@@ -196,6 +197,44 @@ def test_nmap_runs_as_the_scanner_user_with_no_supplementary_groups(place, ended
     assert (xml.st_uid, xml.st_gid, stat.S_IMODE(xml.st_mode)) == (nobody, nogroup, 0o640)  # umask 027
     directory = os.stat(job.dir)
     assert (directory.st_uid, directory.st_gid, stat.S_IMODE(directory.st_mode)) == (0, nogroup, 0o750)
+
+
+def open_files_seen(pid: int) -> list[int]:
+    """The soft and hard RLIMIT_NOFILE of process PID, as the kernel reports them."""
+    row = next(line for line in Path(f"/proc/{pid}/limits").read_text().splitlines()
+               if line.startswith("Max open files"))
+    return [int(value) for value in row.split()[3:5]]
+
+
+def test_nmap_runs_with_the_soft_open_file_limit_at_the_hard_limit(place, ended):
+    """nmap holds a descriptor per probe in flight: started from a process whose soft limit is 256, it runs with
+    the soft limit at the hard limit. Read from /proc/PID/limits of the running nmap."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard >= job_model.OPEN_FILES_FLOOR, f"this test needs a hard limit of {job_model.OPEN_FILES_FLOOR}"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        job, _ = launch(place, ended, "sleep")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    status = wait_running(job)
+    assert open_files_seen(status["pid"]) == [hard, hard]
+    assert job_model.read_json(job.path("pid.json"))["open_files"] == [hard, hard]
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def test_a_hard_open_file_limit_below_the_floor_is_raised_when_allowed():
+    """A hard limit of 1024 is raised to the floor by a process that may (CAP_SYS_RESOURCE, as root normally has);
+    one that may not keeps it, with the soft limit raised to it (a separate process: a hard limit once lowered
+    cannot be raised again without that capability)."""
+    code = ("import resource, sys; from scanfleet import job_model; "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024)); print(list(job_model.raise_open_files()))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    status = Path("/proc/self/status").read_text()
+    effective = int(next(line for line in status.splitlines() if line.startswith("CapEff:")).split()[1], 16)
+    want = job_model.OPEN_FILES_FLOOR if effective >> CAP_SYS_RESOURCE & 1 else 1024
+    assert json.loads(proc.stdout) == [want, want]
 
 
 def test_an_nmap_error_is_exited(place, ended):
@@ -437,7 +476,7 @@ def test_a_returning_scanner_has_the_jobs_the_run_no_longer_assigns_to_it_ended_
 
 
 def fetch_task() -> dict:
-    """The role's own fetch task (roles/nmap_scan/tasks/round.yml), as it is."""
+    """The role's own fetch task (roles/nmap_scan/tasks/jobs.yml, run by round.yml and phase2.yml), as it is."""
 
     def walk(tasks):
         for task in tasks:
@@ -448,7 +487,7 @@ def fetch_task() -> dict:
                 return found
         return None
 
-    return walk(yaml.safe_load((ROOT / "roles" / "nmap_scan" / "tasks" / "round.yml").read_text()))
+    return walk(yaml.safe_load((ROOT / "roles" / "nmap_scan" / "tasks" / "jobs.yml").read_text()))
 
 
 def assigned(attempt_id: str) -> tuple[runstate.RunState, runstate.Attempt]:
@@ -485,7 +524,7 @@ def test_a_half_written_result_is_found_by_its_checksum_and_fetched_again(place,
     task = fetch_task()
     play = [{"name": "The role's fetch task on a resumed run", "hosts": "localhost", "connection": "local",
              "gather_facts": False,
-             "vars": {"__nmap_scan_dir": str(results), "nmap_scan_lost_after": 30,
+             "vars": {"__nmap_scan_run_fetch_dir": str(results / "localhost"), "nmap_scan_lost_after": 30,
                       "__nmap_scan_wait": {"fetch": jobs.fetch_list([outcome])}},
              "tasks": [task, {"name": "Fail when a fetch failed", "ansible.builtin.assert": {
                  "that": ["__nmap_scan_fetch is succeeded"]}}]}]

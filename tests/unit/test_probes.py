@@ -384,6 +384,7 @@ def test_broken_markers_of_an_earlier_merge(text: str, line: int, expect: str) -
     ("other-probe-string.probes", 2, ["probe TCP GetRequest already exists at", "q|GET / HTTP/1.0"]),
     ("stock-directive.probes", 3, ["directive 'rarity' for stock probe TCP GetRequest"]),
     ("bad-regex.probes", 4, ["missing ), unterminated subpattern"]),  # Python pre-check
+    ("empty-match.probes", 4, ["regex m|a*| of x can match the empty string: nmap 7.991 refuses"]),
 ])
 def test_bad_rule_file_names_file_and_line(stock_path: Path, name: str, line: int, expect: list[str]) -> None:
     path = FIXTURES / name
@@ -408,6 +409,37 @@ def test_precheck_findings(stock: probes.ProbesFile) -> None:
     by_line = {(p.origin.line, p.severity) for p in problems}
     assert by_line == {(1, "warning"), (2, "error"), (4, "error"), (5, "error"), (6, "error")}
     assert "GetRequest" in next(p.message for p in problems if p.origin.line == 6)
+
+
+@pytest.mark.parametrize(("pattern", "empty"), [
+    ("a*", True), ("^", True), ("^x?$", True), ("(?=x)", True), (r"\bfoo|", True), ("(a|)", True),
+    ("x", False), ("^x", False), ("a+", False), (r"^SSH-([\d.]+)", False), ("(?:a|b)c*", False),
+])
+def test_precheck_refuses_a_pattern_that_can_match_the_empty_string(pattern: str, empty: bool) -> None:
+    """nmap 7.991 refuses to load a match line whose pattern can match the empty string (a static test, as PCRE2's
+    PCRE2_INFO_MATCHEMPTY: assertions are zero-length); the controller-side pre-check refuses it first."""
+    rules = probes.parse_rules(f"# a comment\nmatch x m%{pattern}% p/X/\n", "empty.probes")
+    problems = probes.precheck_rules(rules)
+    if empty:
+        with pytest.raises(ScanfleetError) as exc:
+            probes.raise_on_errors(problems)
+        assert str(exc.value) == (f"empty.probes:2: regex m%{pattern}% of x can match the empty string: nmap 7.991 "
+                                  "refuses to load the file (\"pattern matches zero-length string\"), earlier "
+                                  "versions match every response with it; make it require at least one character "
+                                  "(e.g. a+ instead of a*)")
+    else:
+        assert problems == []
+
+
+def test_no_stock_pattern_and_none_of_ours_can_match_the_empty_string(nmap_tree: Path) -> None:
+    """Every supported version's own probes file passes the empty-match check (7.991 loads its file), and so do
+    our rule files (files/probes), merged into it."""
+    stock = probes.parse_file(nmap_tree / "nmap-service-probes")
+    assert [str(p) for p in probes.precheck_file(stock) if "empty string" in p.message] == []
+    rules = sorted((ROOT / "files" / "probes").glob("*.probes"))
+    assert rules
+    result = probes.merge(stock, [probes.parse_rules_file(path) for path in rules])
+    assert probes.precheck_file(result.parsed, only=lambda o: o.path in {str(p) for p in rules}) == []
 
 
 # --------------------------------------------------------------------------------------------------

@@ -423,10 +423,21 @@ def test_plan_run_writes_the_shards_and_resumes_without_changes(tmp_path):
     assert [p.name for p in shards] == ["001-s1.targets", "002-s2.targets", "003-s3.targets"]
     assert [p.read_text() for p in shards] == ["10.77.0.41-42\n", "10.77.0.43\n", "10.77.0.44\n"]
     second = runplan.plan_run(**{**kwargs, "session": "y"})
-    assert second["resumed"] and not second["changed"] and second["reattached"] == ["001-s1", "002-s2", "003-s3"]
+    # a second playbook run takes over the attempts still assigned: its session and the event are recorded
+    assert second["resumed"] and second["changed"] and second["reattached"] == ["001-s1", "002-s2", "003-s3"]
     assert "s1: 001-s1 (resumed) 2 addresses: 10.77.0.41-10.77.0.42" in second["lines"]
     state = json.loads((tmp_path / first["run_id"] / runstate.STATE_FILE).read_text())
-    assert [s["id"] for s in state["sessions"]] == ["x"]  # a session is recorded when something changed
+    assert [s["id"] for s in state["sessions"]] == ["x", "y"]
+    assert any(e["session"] == "y" and "resuming 3 attempt(s)" in e["text"] for e in state["events"])
+    # once nothing is left assigned, another playbook run changes nothing and is not recorded
+    loaded = runstate.load_state(tmp_path / first["run_id"])
+    for a in loaded.attempts:
+        a.status = "finished"
+    runstate.save_state(tmp_path / first["run_id"], loaded)
+    third = runplan.plan_run(**{**kwargs, "session": "z"})
+    assert third["resumed"] and not third["changed"] and third["reattached"] == []
+    state = json.loads((tmp_path / first["run_id"] / runstate.STATE_FILE).read_text())
+    assert [s["id"] for s in state["sessions"]] == ["x", "y"]
 
 
 

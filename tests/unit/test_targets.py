@@ -687,13 +687,17 @@ def test_cli_run_plan_fingerprint_ignores_sharding_but_not_options(tmp_path, cap
 
 def test_cli_run_plan_resumes_the_same_run_and_refuses_other_targets(tmp_path, capsys):
     base = ["--target", "10.0.0.0/28", "--scope", "10.0.0.0/8", "--results", str(tmp_path), "--run-id", "r1"]
-    code, first, _ = run_plan([*base, "--scanner", "a=1", "b=1", "c=1"], capsys)
+    code, first, _ = run_plan([*base, "--scanner", "a=1", "b=1", "c=1", "--session", "s1"], capsys)
     assert code == 0 and first["new"] == ["001-a", "002-b", "003-c"]
     before = (tmp_path / "r1" / "state.json").read_text()
-    code, again, _ = run_plan([*base, "--scanner", "a=1", "b=1", "c=1"], capsys)
+    code, again, _ = run_plan([*base, "--scanner", "a=1", "b=1", "c=1", "--session", "s1"], capsys)
     assert code == 0 and again["resumed"] and again["new"] == [] and not again["changed"]
     assert again["reattached"] == ["001-a", "002-b", "003-c"]
     assert (tmp_path / "r1" / "state.json").read_text() == before
+    code, other, _ = run_plan([*base, "--scanner", "a=1", "b=1", "c=1", "--session", "s2"], capsys)
+    assert code == 0 and other["changed"] and other["reattached"] == ["001-a", "002-b", "003-c"]
+    sessions = json.loads((tmp_path / "r1" / "state.json").read_text())["sessions"]
+    assert [s["id"] for s in sessions] == ["s1", "s2"]
     code, without_c, _ = run_plan([*base, "--scanner", "a=1", "b=1"], capsys)  # c's shard goes to a and b
     assert code == 0 and without_c["lost"] == ["003-c"] and without_c["new"] == ["004-a", "005-b"]
     code, _, err = run_cli(["run", "plan", *base[:1], "10.0.1.0/28", *base[2:], "--scanner", "a=1"], capsys)
