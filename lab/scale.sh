@@ -19,18 +19,9 @@ INVENTORY="$ROOT/inventory/lab/targets.yml"
 LAB="$HERE/lab.sh"
 SPACE=${SCANFLEET_LAB_SCALE_NET:-10.78.0.0/16}
 
-die() { echo "scale: error: $*" >&2; exit 1; }
-log() { echo "scale: $*" >&2; }
-
-[ "$(id -u)" -eq 0 ] || die "run as root (lab/lab.sh needs it)"
-if [ -x "$ROOT/.venv/bin/ansible-playbook" ]; then PATH="$ROOT/.venv/bin:$PATH"; fi
-export HOME="${SCANFLEET_HOME:-$ROOT/.cache/home}" ANSIBLE_LOCAL_TEMP="${ANSIBLE_LOCAL_TEMP:-$ROOT/.cache/ansible/tmp}"
-export ANSIBLE_CONFIG="$ROOT/ansible.cfg"
-# Our playbook runs keep their ssh masters apart from lab/lab.sh's shared directory (see lab/targets.sh).
-CP_DIR=/tmp/.scanfleet-cp-scale
-export ANSIBLE_SSH_CONTROL_PATH_DIR="$CP_DIR" ANSIBLE_SSH_RETRIES="${ANSIBLE_SSH_RETRIES:-3}"
-mkdir -p "$HOME" "$ANSIBLE_LOCAL_TEMP"
-command -v ansible-inventory >/dev/null || die "ansible not found (run 'make venv')"
+LAB_SCRIPT=scale LAB_CP_DIR=/tmp/.scanfleet-cp-scale
+# shellcheck source=lab/ansible-env.sh
+. "$HERE/ansible-env.sh"
 
 # "GROUP NAME IP COUNT" per host of group lab_targets with scale addresses (COUNT of them; 0: none).
 scale_table() {
@@ -74,14 +65,6 @@ cmd_up() {
   route_all
   cmd_status
   if cmd_status | grep -q 'NOT'; then die "the scale lab is not complete (status above)"; fi
-}
-
-close_masters() {
-  local sock
-  for sock in "$CP_DIR"/*; do
-    [ -S "$sock" ] || continue
-    ssh -o ControlPath="$sock" -O exit localhost >/dev/null 2>&1 || true
-  done
 }
 
 cmd_down() {

@@ -15,21 +15,9 @@ ROOT=$(dirname "$HERE")
 INVENTORY="$ROOT/inventory/lab/targets.yml"
 LAB="$HERE/lab.sh"
 
-die() { echo "targets: error: $*" >&2; exit 1; }
-log() { echo "targets: $*" >&2; }
-
-[ "$(id -u)" -eq 0 ] || die "run as root (lab/lab.sh needs it)"
-# The project's virtualenv (make venv) provides ansible; keep its state inside the checkout, as the Makefile does.
-if [ -x "$ROOT/.venv/bin/ansible-playbook" ]; then PATH="$ROOT/.venv/bin:$PATH"; fi
-export HOME="${SCANFLEET_HOME:-$ROOT/.cache/home}" ANSIBLE_LOCAL_TEMP="${ANSIBLE_LOCAL_TEMP:-$ROOT/.cache/ansible/tmp}"
-export ANSIBLE_CONFIG="$ROOT/ansible.cfg"
-# ssh ControlPersist masters of this script's runs live in a directory of their own: lab/lab.sh, when it ends
-# any lab host, closes every master it finds in the shared directory (ssh -O check/exit ignore the host
-# name), which cut our playbook runs short. Ours are closed by 'down' below, before the hosts end.
-CP_DIR=/tmp/.scanfleet-cp-targets
-export ANSIBLE_SSH_CONTROL_PATH_DIR="$CP_DIR" ANSIBLE_SSH_RETRIES="${ANSIBLE_SSH_RETRIES:-3}"
-mkdir -p "$HOME" "$ANSIBLE_LOCAL_TEMP"
-command -v ansible-inventory >/dev/null || die "ansible not found (run 'make venv')"
+LAB_SCRIPT=targets LAB_CP_DIR=/tmp/.scanfleet-cp-targets
+# shellcheck source=lab/ansible-env.sh
+. "$HERE/ansible-env.sh"
 
 # "NAME IP PORT,PORT,..." per target host, from the inventory (every port it should listen on).
 target_table() {
@@ -67,14 +55,6 @@ cmd_up() {
   # (once more on failure: lab.sh's bridge check can fail spuriously, "ipv4: Address already assigned")
   "$LAB" up $specs || { log "lab/lab.sh up failed; trying once more"; sleep 1; "$LAB" up $specs; }
   ansible-playbook -i "$ROOT/inventory/lab" "$HERE/targets.yml" --limit targets
-}
-
-close_masters() {  # end the ssh masters of our own runs (only target hosts use $CP_DIR)
-  local sock
-  for sock in "$CP_DIR"/*; do
-    [ -S "$sock" ] || continue
-    ssh -o ControlPath="$sock" -O exit localhost >/dev/null 2>&1 || true
-  done
 }
 
 cmd_down() {
