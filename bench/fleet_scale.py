@@ -538,7 +538,10 @@ def extra_vars(name: str, *, run_id: str, results: Path, ports: str, cap: int, s
                              "nmap_scan_max_rate_per_scanner": cap, "nmap_scan_mode": v["mode"],
                              "nmap_scan_shard_mode": v["shard_mode"]}
     if v["kind"] == "sweep":
-        extra.update(nmap_scan_targets=[SWEEP], nmap_scan_ports="", nmap_scan_options=SWEEP_OPTIONS)
+        # held at the cap: unheld, nmap's congestion control slows an ARP sweep of dead space to ~34 addresses/s
+        # (docs/scan.md, "Holding the rate")
+        extra.update(nmap_scan_targets=[SWEEP], nmap_scan_ports="", nmap_scan_options=SWEEP_OPTIONS,
+                     nmap_scan_hold_rate=True)
     else:
         extra.update(nmap_scan_targets=[TARGETS], nmap_scan_ports=ports)
     if v["kind"] == "stock":
@@ -767,7 +770,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ports", default="lab,1-1024", help="nmap -p list; 'lab': every port of the lab targets")
     parser.add_argument("--variants", default="all", help=f"comma-separated, of: {', '.join(VARIANTS)}")
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant (the median is reported)")
-    parser.add_argument("--stock-limit", type=int, default=180, help="seconds before stock nmap's job is ended")
+    parser.add_argument("--stock-limit", type=int, default=120, help="seconds before stock nmap's job is ended")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds before a playbook run is ended")
     parser.add_argument("--estimate-only", action="store_true", help="print the estimate and stop")
     parser.add_argument("--report", metavar="JSON", help="only render the table and chart of a saved result")

@@ -367,6 +367,8 @@ def command(job: Job, attempt: dict[str, Any], p: dict[str, Any]) -> tuple[list[
         argv += ["-p", str(attempt["ports"])]
     if attempt.get("max_rate"):  # the attempt's share of the fleet's rate budget (scanfleet.rates)
         argv += ["--max-rate", str(int(attempt["max_rate"]))]
+        if p.get("hold_rate"):  # send at that rate: nmap's congestion control reads unanswered probes as loss
+            argv += ["--min-rate", str(int(attempt["max_rate"]))]
     if versiondb:
         argv += ["--versiondb", versiondb]
     argv += ["--stats-every", f"{p['stats_every']}s", "-iL", job.path("targets"), "-oA", job.path("out", "scan")]

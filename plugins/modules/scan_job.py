@@ -58,8 +58,8 @@ options:
     type: path
     default: /opt/scanfleet/nmap-current/bin/nmap
   options:
-    description: "nmap options before the ones the module adds: C(-p) (attempt C(ports)), C(--max-rate),
-      C(--versiondb), C(--stats-every), C(-iL), C(-oA), C(-6)."
+    description: "nmap options before the ones the module adds: C(-p) (attempt C(ports)), C(--max-rate)
+      (and C(--min-rate), O(hold_rate)), C(--versiondb), C(--stats-every), C(-iL), C(-oA), C(-6)."
     type: list
     elements: str
     default: []
@@ -68,6 +68,11 @@ options:
       and a warning is given."
     type: path
     default: ""
+  hold_rate:
+    description: "With an attempt's C(max_rate), add C(--min-rate) at the same rate: nmap sends at its share
+      instead of slowing down when probes go unanswered (sweeps of mostly dead address space)."
+    type: bool
+    default: false
   stats_every:
     description: "Seconds between nmap's progress lines (C(--stats-every))."
     type: int
@@ -181,6 +186,7 @@ def main():
             "options": {"type": "list", "elements": "str", "default": []},
             "versiondb": {"type": "path", "default": ""},
             "stats_every": {"type": "int", "default": 10},
+            "hold_rate": {"type": "bool", "default": False},
             "user": {"type": "str", "default": "scanfleet"},
             "group": {"type": "str", "default": "scanfleet"},
             "timeout": {"type": "int", "default": 0},

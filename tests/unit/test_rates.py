@@ -363,3 +363,13 @@ def test_the_share_really_paces_nmap(tmp_path):
     root = ET.parse(job.path("out", "scan.xml")).getroot()
     assert " --max-rate 50 " in root.get("args")
     assert float(root.find("runstats/finished").get("elapsed")) >= 150 / 50
+
+
+def test_hold_rate_adds_min_rate_at_the_jobs_share_and_nothing_without_a_share():
+    job = job_model.Job("/base", "r1", "001-s1")
+    held, _, _ = job_model.command(job, {"id": "001-s1", "max_rate": 700}, job_params(hold_rate=True))
+    assert held[held.index("--max-rate") + 1] == "700" and held[held.index("--min-rate") + 1] == "700"
+    plain, _, _ = job_model.command(job, {"id": "001-s1", "max_rate": 700}, job_params())
+    assert "--min-rate" not in plain and "--max-rate" in plain
+    unlimited, _, _ = job_model.command(job, {"id": "001-s1", "max_rate": None}, job_params(hold_rate=True))
+    assert "--min-rate" not in unlimited and "--max-rate" not in unlimited
