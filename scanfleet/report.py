@@ -304,11 +304,14 @@ def _run_facts(state: RunState | None) -> list[tuple[str, str]]:
 
 
 def _shard_bars(summary: Mapping[str, Any], state: RunState | None) -> list[page.ShardBar]:
-    """One bar per attempt of the run (its addresses and those covered), or per merged file outside a run."""
-    if state is not None and state.attempts:
-        return [page.ShardBar(f"{a.id}", a.status, a.elapsed, a.size, a.covered().size) for a in state.attempts]
-    return [page.ShardBar(str(s.get("label")), str(s.get("status")), s.get("elapsed"), None, None)
-            for s in summary.get("shards") or []]
+    """One bar per attempt of the run (its addresses and those covered), then one per other merged file (the
+    phase-2 jobs of a two-phase run, labelled phase2/JOB; every file of a merge outside a run)."""
+    bars = [page.ShardBar(a.id, a.status, a.elapsed, a.size, a.covered().size) for a in (state.attempts if state
+                                                                                          else [])]
+    known = {bar.label for bar in bars}
+    return bars + [page.ShardBar(str(s.get("label")), str(s.get("status")), s.get("elapsed"), None, None)
+                   for s in summary.get("shards") or []
+                   if str(s.get("label")).removeprefix("phase1/") not in known]
 
 
 def _changes(out_dir: Path, merged_xml: Path) -> tuple[dict[str, Any] | None, str]:

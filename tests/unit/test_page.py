@@ -27,6 +27,7 @@ from scanfleet.files import sha256_file
 from scanfleet.probes import harvest as harvesting
 from tests.browser.check_html import Tree, check_dom, dump_dom, main
 from tests.conftest import unavailable
+from tests.unit.test_twophase import fetch_and_record, phase1_run, plan_round
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 HARVEST_XML = FIXTURES / "probes" / "harvest" / "scan.xml"
@@ -279,3 +280,17 @@ def test_the_checker_says_what_it_cannot_check(tmp_path, capsys):
     (tmp_path / "p.html").write_text("<p>x</p>")
     assert main([str(tmp_path / "p.html"), "--chromium", "/bin/false"]) == 2
     assert "cannot check: /bin/false --dump-dom" in capsys.readouterr().err
+
+
+def test_a_two_phase_run_charts_its_phase2_jobs_too(tmp_path, nmap_dtd):
+    """The recorded two-phase run of test_twophase (real phase-1 and phase-2 XML): a bar pair per phase-1 attempt
+    (its addresses) and per phase-2 job (its merged file, labelled phase2/JOB)."""
+    run = phase1_run(tmp_path)
+    first = plan_round(tmp_path)
+    fetch_and_record(tmp_path, first)
+    report.report_run(results=tmp_path, run_id="r", dtd=str(nmap_dtd), two_phase=True, now=7.0)
+    svg = _dom((run / "merged.html").read_text()).root.find_id("shard-chart")
+    labels = [t.all_text() for t in svg.iter("text")][1::2]
+    state = runstate.load_state(run)
+    assert labels == [a.id for a in state.attempts] + [f"phase2/{job}" for job in first["new"]]
+    assert len([r for r in svg.iter("rect") if "bar" in r.classes()]) == 2 * len(labels) == 12
