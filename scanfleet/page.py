@@ -169,8 +169,8 @@ def unidentified_section(page: Page) -> str:
     s = page.summary.get("unidentified") or {}
     count = int(s.get("count", 0))
     if not count:
-        return ('<section id="unidentified"><h2>Unidentified ports</h2>'
-                '<p data-rows="0">None: every open port was identified.</p></section>')
+        why = "every open port was identified" if page.summary.get("open_ports") else "no open port"
+        return f'<section id="unidentified"><h2>Unidentified ports</h2><p data-rows="0">None: {why}.</p></section>'
     by_port = _drafts_by_port(page.harvest)
     services = {(p.address, p.port, p.protocol): p for p in (page.harvest.ports if page.harvest else [])}
     rows = []

@@ -294,3 +294,13 @@ def test_a_two_phase_run_charts_its_phase2_jobs_too(tmp_path, nmap_dtd):
     state = runstate.load_state(run)
     assert labels == [a.id for a in state.attempts] + [f"phase2/{job}" for job in first["new"]]
     assert len([r for r in svg.iter("rect") if "bar" in r.classes()]) == 2 * len(labels) == 12
+
+
+@pytest.mark.parametrize(("open_ports", "said"), [(0, "None: no open port."),
+                                                  (3, "None: every open port was identified.")])
+def test_no_unidentified_port_says_why(open_ports, said):
+    shown = page.Page(run_id="r", summary={"open_ports": open_ports, "unidentified": {"count": 0}}, facts=[],
+                      services=page.ServiceTable(), unidentified=[], harvest=None, harvest_note="", shards=[],
+                      changes=None, changes_note="")
+    section = _dom(page.unidentified_section(shown)).root.find_id("unidentified")
+    assert section.all_text() == "Unidentified ports" + said
