@@ -58,7 +58,8 @@ same targets fingerprint (:func:`scanfleet.state.run_fingerprints`, the options 
 run, the one updated last (when its merged.xml cannot be read, the lines say so instead of failing the run's
 report; a run named by the user fails with the error). The changes are written to ``RUN_DIR/changes.json``,
 ``.csv`` and ``.txt`` (mode 0600) only when they are not there yet for these two files (``changes.json`` records
-both files' sha256): a second run of a finished run writes nothing.
+both files' sha256): a second run of a finished run writes nothing. The run's ``merged.html`` is then written
+again to show them (:func:`scanfleet.report.write_run_page`).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ from typing import Any
 from scanfleet import ScanfleetError
 from scanfleet.files import atomic_write, sha256_file
 from scanfleet.merge import host_key
-from scanfleet.report import MERGED, csv_value, iter_rows
+from scanfleet.report import MERGED, PAGE, csv_value, iter_rows, write_run_page
 from scanfleet.state import RUN_ID, RunState, counted, load_state
 
 FORMAT = "scanfleet-diff"
@@ -492,6 +493,8 @@ def run_changes(*, results: str | Path, run_id: str, compare_to: Any = "", write
                   files={fmt: str(directory / name) for fmt, name in CHANGES.items()})
     if write and not current:
         write_changes(found, directory)
+        if (directory / PAGE).is_file():
+            write_run_page(results, run_id)  # merged.html shows the changes
     return result
 
 

@@ -7,7 +7,15 @@
   gets one row with empty port fields, so every up host is in the table. Down hosts have no row;
   ``<extraports>`` groups are not expanded. In CSV, ``identified`` is ``true``/``false`` and empty
   fields are empty strings; in JSON, ``port`` is a number (or null) and ``identified`` a boolean.
-* ``merged.html``: ``xsltproc nmap.xsl merged.xml``.
+  ``run_id``: the run's id (``scanfleet merge shards``: ``--run-id``, else the run id of ``DIR/state.json``,
+  else the name of the output directory). ``scan_start`` / ``scan_end``: when nmap began and ended that host
+  (its ``<host starttime endtime>``; a host found in two inputs has the earliest start and the latest end), in
+  ISO 8601 UTC (``2026-11-21T10:09:33Z``); a host without them gets the merged run's start (``<nmaprun start>``)
+  and no end (empty in CSV, null in JSON). ``cpe``: the CPE names nmap gave the service (its ``<cpe>``
+  elements), a list in JSON, separated by spaces in CSV (a CPE name holds no space).
+* ``merged.html``: one self-contained page for people (:mod:`scanfleet.page`, :func:`write_page`): summary,
+  services, unidentified ports with their replies and draft rules, time and coverage per shard, changes.
+* ``merged-nmap.html``: nmap's own rendering, ``xsltproc nmap.xsl merged.xml``.
 * ``summary.json`` and its text form: hosts up/down/total, open ports, identified and unidentified
   services (of open ports) with their lists, and per shard its status and time (runstats elapsed).
 
@@ -37,18 +45,24 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scanfleet import ScanfleetError, pairs, twophase
+from scanfleet import ScanfleetError, page, pairs, twophase
 from scanfleet.collect import XML, coverage, merge_inputs
 from scanfleet.files import atomic_path, atomic_write, sha256_file
 from scanfleet.job_model import STATUSES
 from scanfleet.merge import default_label, find_nmap_file, is_identified, merge
-from scanfleet.state import RunState, counted, load_planned, save_state
+from scanfleet.probes import harvest as harvesting
+from scanfleet.state import RunState, counted, load_planned, load_state, save_state
 
 SUMMARY_FILE = "summary.json"
 COLUMNS = ("address", "hostname", "port", "protocol", "state", "service", "product", "version",
-           "extrainfo", "identified")
-def _events(merged_xml: Path) -> Iterator[ET.Element]:
-    """Every complete child of <nmaprun> (host, runstats, ...), dropped once the consumer moves on."""
+           "extrainfo", "identified", "run_id", "scan_start", "scan_end", "cpe")
+PAGE = "merged.html"
+NMAP_PAGE = "merged-nmap.html"
+
+
+def _events(merged_xml: Path, root_attrib: dict[str, str] | None = None) -> Iterator[ET.Element]:
+    """Every complete child of <nmaprun> (host, runstats, ...), dropped once the consumer moves on;
+    ``root_attrib`` gets the attributes of <nmaprun>."""
     try:
         f = open(merged_xml, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
@@ -65,6 +79,8 @@ def _events(merged_xml: Path) -> Iterator[ET.Element]:
                         if elem.tag != "nmaprun":
                             raise ScanfleetError(f"{merged_xml}: not nmap XML (root <{elem.tag}>)")
                         root = elem
+                        if root_attrib is not None:
+                            root_attrib.update(elem.attrib)
                     continue
                 depth -= 1
                 if depth == 1:
@@ -84,14 +100,26 @@ def _host_address(host: ET.Element) -> str:
     return addresses[0].get("addr", "") if addresses else ""
 
 
-def host_rows(host: ET.Element) -> list[dict[str, Any]]:
-    """The report rows of one ``<host>`` element (none when it is not up)."""
+def iso_time(value: str | int | None) -> str | None:
+    """nmap's Unix time (``starttime="1795255773"``) as ISO 8601 UTC, ``2026-11-21T10:09:33Z``; None if not one."""
+    text = str(value or "")
+    if not text.isdigit():
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(text)))
+
+
+def host_rows(host: ET.Element, *, run_id: str = "", run_start: str | None = None) -> list[dict[str, Any]]:
+    """The report rows of one ``<host>`` element (none when it is not up); ``run_start``: the ``<nmaprun
+    start>`` of the file, the scan time of a host without its own (module docstring)."""
     status = host.find("status")
     if status is None or status.get("state") != "up":
         return []
     address = _host_address(host)
     names = [h.get("name", "") for h in host.iterfind("hostnames/hostname") if h.get("name")]
     hostname = names[0] if names else ""
+    start = iso_time(host.get("starttime"))
+    end = iso_time(host.get("endtime")) if start else None
+    times = {"run_id": run_id, "scan_start": start or iso_time(run_start), "scan_end": end}
     rows = []
     for port in host.iterfind("ports/port"):
         state = port.find("state")
@@ -112,28 +140,34 @@ def host_rows(host: ET.Element) -> list[dict[str, Any]]:
             "version": attrib.get("version", ""),
             "extrainfo": attrib.get("extrainfo", ""),
             "identified": is_identified(attrib),
+            **times,
+            "cpe": [c.text.strip() for c in service.iterfind("cpe") if c.text and c.text.strip()]
+            if service is not None else [],
         })
     if not rows:
         rows.append({**dict.fromkeys(COLUMNS, ""), "address": address, "hostname": hostname,
-                     "port": None, "identified": False})
+                     "port": None, "identified": False, **times, "cpe": []})
     return rows
 
 
-def iter_rows(merged_xml: Path, on_element: Callable[[ET.Element], None] | None = None
+def iter_rows(merged_xml: Path, on_element: Callable[[ET.Element], None] | None = None, *, run_id: str = ""
               ) -> Iterator[dict[str, Any]]:
     """Stream the report rows of a merged (or any) nmap XML file. ``on_element`` sees every child of
-    ``nmaprun`` (hosts, runstats, ...) before it is dropped."""
-    for elem in _events(Path(merged_xml)):
+    ``nmaprun`` (hosts, runstats, ...) before it is dropped; ``run_id`` fills the column of that name."""
+    root: dict[str, str] = {}
+    for elem in _events(Path(merged_xml), root):
         if on_element is not None:
             on_element(elem)
         if elem.tag == "host":
-            yield from host_rows(elem)
+            yield from host_rows(elem, run_id=run_id, run_start=root.get("start"))
 
 
 def csv_value(value: Any) -> str:
-    """How a row value is written in merged.csv."""
+    """How a row value is written in merged.csv (a list, the CPE names: separated by spaces)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return " ".join(map(str, value))
     return "" if value is None else str(value)
 
 
@@ -148,11 +182,14 @@ def _service_entry(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_reports(merged_xml: Path, out_dir: Path, merge_info: Mapping[str, Any] | None = None, *,
-                  xsl: Path | None = None, notes: Sequence[str] = ()) -> dict[str, Any]:
-    """Write ``merged.json``, ``merged.csv``, ``merged.html`` (when ``xsl`` and xsltproc exist) and
-    ``summary.json`` into ``out_dir`` from ``merged_xml``, in one streaming pass; return the summary.
+                  xsl: Path | None = None, notes: Sequence[str] = (), run_id: str = "",
+                  state: RunState | None = None) -> dict[str, Any]:
+    """Write ``merged.json``, ``merged.csv`` (one streaming pass), ``merged-nmap.html`` (when ``xsl`` and
+    xsltproc exist), ``summary.json`` and ``merged.html`` (:func:`write_page`) into ``out_dir`` from
+    ``merged_xml``; return the summary.
 
-    ``merge_info`` is :meth:`scanfleet.merge.MergeResult.to_dict` (shards, times, exit status).
+    ``merge_info`` is :meth:`scanfleet.merge.MergeResult.to_dict` (shards, times, exit status); ``run_id`` fills
+    the column of that name; ``state``: the run's state, for the page (coverage, time per shard, lost scanners).
     """
     merged_xml, out_dir = Path(merged_xml), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +216,7 @@ def write_reports(merged_xml: Path, out_dir: Path, merge_info: Mapping[str, Any]
         writer = csv.writer(fc, lineterminator="\n")
         writer.writerow(COLUMNS)
         fj.write("[")
-        for row in iter_rows(merged_xml, on_element):
+        for row in iter_rows(merged_xml, on_element, run_id=run_id):
             fj.write(("\n" if rows_written == 0 else ",\n") + json.dumps(row, ensure_ascii=False))
             writer.writerow([csv_value(row[c]) for c in COLUMNS])
             rows_written += 1
@@ -192,20 +229,23 @@ def write_reports(merged_xml: Path, out_dir: Path, merge_info: Mapping[str, Any]
                     listed.append(_service_entry(row))
         fj.write("\n]\n")
 
-    html: str | None = None
-    (out_dir / "merged.html").unlink(missing_ok=True)  # never leave a previous run's page
+    nmap_html: str | None = None
+    for name in (PAGE, NMAP_PAGE):
+        (out_dir / name).unlink(missing_ok=True)  # never leave a previous run's page
     if xsl is None:
-        notes.append("merged.html not written: nmap.xsl not found (give --xsl)")
+        notes.append(f"{NMAP_PAGE} not written: nmap.xsl not found (give --xsl)")
     elif shutil.which("xsltproc") is None:
-        notes.append("merged.html not written: xsltproc not found (apt-get install xsltproc)")
+        notes.append(f"{NMAP_PAGE} not written: xsltproc not found (apt-get install xsltproc)")
     else:
-        write_html(merged_xml, out_dir / "merged.html", Path(xsl))
-        html = "merged.html"
+        write_html(merged_xml, out_dir / NMAP_PAGE, Path(xsl))
+        nmap_html = NMAP_PAGE
 
     info = dict(merge_info or {})
     summary: dict[str, Any] = {
         "merged_xml": merged_xml.name,
-        "files": {"json": "merged.json", "csv": "merged.csv", "html": html, "summary": SUMMARY_FILE},
+        "files": {"json": "merged.json", "csv": "merged.csv", "html": PAGE, "nmap_html": nmap_html,
+                  "summary": SUMMARY_FILE},
+        "run_id": run_id,
         "rows": rows_written,
         "exit": runstats.get("exit", info.get("exit")),
         "errormsg": runstats.get("errormsg"),
@@ -225,6 +265,7 @@ def write_reports(merged_xml: Path, out_dir: Path, merge_info: Mapping[str, Any]
     with atomic_write(out_dir / SUMMARY_FILE) as f:
         json.dump(summary, f, indent=2, ensure_ascii=False)
         f.write("\n")
+    write_page(merged_xml, out_dir, summary, state=state)
     return summary
 
 
@@ -232,7 +273,7 @@ def write_html(merged_xml: Path, out_html: Path, xsl: Path) -> None:
     """``xsltproc xsl merged_xml`` into ``out_html`` (atomically)."""
     xsltproc = shutil.which("xsltproc")
     if xsltproc is None:
-        raise ScanfleetError("xsltproc not found: install xsltproc to get merged.html")
+        raise ScanfleetError(f"xsltproc not found: install xsltproc to get {NMAP_PAGE}")
     if not Path(xsl).is_file():
         raise ScanfleetError(f"{xsl}: no such stylesheet; give the path of nmap.xsl")
     with atomic_path(out_html) as name:
@@ -241,6 +282,99 @@ def write_html(merged_xml: Path, out_html: Path, xsl: Path) -> None:
         if proc.returncode != 0:
             raise ScanfleetError(f"{merged_xml}: xsltproc {xsl} failed: "
                                  f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+
+
+# --------------------------------------------------------------------------------------------------
+# merged.html (scanfleet.page renders it; the data comes from here)
+
+CHANGES_FILE = "changes.json"  # written by scanfleet.diff (run_changes), which calls write_run_page after it
+NO_CHANGES = ("No earlier run to compare to: changes since an earlier run are shown when the run is compared "
+              "with one (nmap_scan_compare_to; by default the latest earlier run with the same targets).")
+
+
+def _run_facts(state: RunState | None) -> list[tuple[str, str]]:
+    """Targets and coverage (first), then lost scanners: the run's facts that summary.json does not hold."""
+    if state is None:
+        return []
+    cov = coverage(state)
+    lost = lost_scanner_lines(state)
+    return [("Targets", f"{counted(state.total, 'address')}: {state.targets().describe()}"),
+            ("Coverage", cov.text().removeprefix("coverage: ")),
+            ("Lost scanners", "; ".join(lost) if lost else "none")]
+
+
+def _shard_bars(summary: Mapping[str, Any], state: RunState | None) -> list[page.ShardBar]:
+    """One bar per attempt of the run (its addresses and those covered), then one per other merged file (the
+    phase-2 jobs of a two-phase run, labelled phase2/JOB; every file of a merge outside a run)."""
+    bars = [page.ShardBar(a.id, a.status, a.elapsed, a.size, a.covered().size) for a in (state.attempts if state
+                                                                                          else [])]
+    known = {bar.label for bar in bars}
+    return bars + [page.ShardBar(str(s.get("label")), str(s.get("status")), s.get("elapsed"), None, None)
+                   for s in summary.get("shards") or []
+                   if str(s.get("label")).removeprefix("phase1/") not in known]
+
+
+def _changes(out_dir: Path, merged_xml: Path) -> tuple[dict[str, Any] | None, str]:
+    """changes.json when it was computed for this merged.xml (its sha256), else None and what to say."""
+    path = out_dir / CHANGES_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, NO_CHANGES
+    except (OSError, ValueError) as exc:
+        return None, f"{path}: unreadable ({exc}); scanfleet diff OLD {out_dir} computes the changes again"
+    if not isinstance(data, dict) or (data.get("new") or {}).get("sha256") != sha256_file(merged_xml):
+        return None, NO_CHANGES
+    return data, ""
+
+
+def _harvest(merged_xml: Path, out_dir: Path, summary: Mapping[str, Any]) -> tuple[harvesting.Harvest | None, str]:
+    """The draft rules of the unidentified ports (scanfleet probes harvest), and where the reviewed file is."""
+    if not (summary.get("unidentified") or {}).get("count"):
+        return None, ""
+    try:
+        found = harvesting.harvest(merged_xml)
+    except ScanfleetError as exc:
+        return None, f"No draft rules: {exc}"
+    where = (f"they are in {harvesting.HARVEST_FILE} beside this page" if (out_dir / harvesting.HARVEST_FILE).is_file()
+             else f"scanfleet probes harvest {out_dir} writes them to {harvesting.HARVEST_FILE} for review")
+    return found, (f"Draft rules for the unidentified ports with a reply, as scanfleet probes harvest drafts them ("
+                   f"{where}; review, copy into files/probes/, provision, scan again).")
+
+
+def write_page(merged_xml: Path, out_dir: Path, summary: Mapping[str, Any], *, state: RunState | None = None
+               ) -> bool:
+    """Write ``merged.html`` (:mod:`scanfleet.page`) from ``merged_xml``, its ``summary`` (summary.json), the
+    run's ``state`` (None: a merge outside a run), ``changes.json`` when it is this merge's, and the draft rules
+    of its unidentified ports. Written only when its text changed; returns whether it was."""
+    merged_xml, out_dir = Path(merged_xml), Path(out_dir)
+    table = page.ServiceTable()
+    unidentified = []
+    for row in iter_rows(merged_xml):
+        table.add(row)
+        if row["state"] == "open" and not row["identified"] and len(unidentified) < page.UNIDENTIFIED_SHOWN:
+            unidentified.append(row)
+    found, harvest_note = _harvest(merged_xml, out_dir, summary)
+    changes, changes_note = _changes(out_dir, merged_xml)
+    text = page.render(page.Page(
+        run_id=str(summary.get("run_id") or (state.run_id if state else "")), summary=summary,
+        facts=_run_facts(state), services=table, unidentified=unidentified, harvest=found,
+        harvest_note=harvest_note, shards=_shard_bars(summary, state), changes=changes, changes_note=changes_note))
+    path = out_dir / PAGE
+    with contextlib.suppress(OSError):
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    with atomic_write(path) as f:
+        f.write(text)
+    return True
+
+
+def write_run_page(results: str | Path, run_id: str) -> bool:
+    """Write the run's ``merged.html`` again (mode 0600) from its files, e.g. once its changes.json is there."""
+    directory, state = load_planned(Path(results), run_id)
+    written = write_page(directory / MERGED, directory, load_summary(directory), state=state)
+    os.chmod(directory / PAGE, 0o600)
+    return written
 
 
 def load_summary(out_dir: Path) -> dict[str, Any]:
@@ -412,8 +546,8 @@ def report_run(*, results: str | Path, run_id: str, dtd: str | None = None, xsl:
             else:
                 info = merge([p for _, p in inputs], merged, labels=[label for label, _ in inputs],
                              dtd=dtd_path, stylesheet=stylesheet).to_dict()
-            summary = write_reports(merged, directory, info, xsl=xsl_path, notes=notes)
-            for name in (MERGED, "merged.json", "merged.csv", "merged.html", SUMMARY_FILE):
+            summary = write_reports(merged, directory, info, xsl=xsl_path, notes=notes, run_id=run_id, state=state)
+            for name in (MERGED, "merged.json", "merged.csv", PAGE, NMAP_PAGE, SUMMARY_FILE):
                 with contextlib.suppress(FileNotFoundError):
                     os.chmod(directory / name, 0o600)
             state.report = {"digest": digest, "time": now,
@@ -486,8 +620,12 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
     result = merge(files, out_dir / "merged.xml", labels=final_labels, dtd=dtd,
                    stylesheet=xsl.resolve().as_uri() if xsl else None)
-    summary = write_reports(out_dir / "merged.xml", out_dir, result.to_dict(), xsl=xsl,
-                                    notes=notes)
+    state = None
+    with contextlib.suppress(ScanfleetError):
+        state = load_state(out_dir)
+    run_id = args.run_id or (state.run_id if state else out_dir.resolve().name)
+    summary = write_reports(out_dir / "merged.xml", out_dir, result.to_dict(), xsl=xsl, notes=notes,
+                            run_id=run_id, state=state if state and state.run_id == run_id else None)
     print(format_summary(summary))
     return 0 if result.exit == "success" else 1
 
@@ -533,13 +671,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "shards", help="merge the shards' nmap XML into one report",
         description="Merge the nmap XML outputs of the shards (one FILE per shard; the shard name is "
                     "the file's parent directory unless --label NAME=FILE) into DIR/merged.xml, and "
-                    "write merged.json, merged.csv, merged.html (when xsltproc and nmap.xsl exist) and "
-                    "summary.json. Truncated inputs are salvaged. Exit status: 0 all shards complete, "
-                    "1 merged but some shard truncated or failed, 2 bad input.")
+                    "write merged.json, merged.csv, merged.html (a page for people), merged-nmap.html (nmap's "
+                    "rendering, when xsltproc and nmap.xsl exist) and summary.json. Truncated inputs are salvaged. "
+                    "Exit status: 0 all shards complete, 1 merged but some shard truncated or failed, 2 bad input.")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+    p.add_argument("--run-id", default="", metavar="ID", help="the run id column of merged.csv/.json and the "
+                   "page's title (default: the run id of DIR/state.json, else DIR's name)")
     p.add_argument("--dtd", metavar="PATH", help="nmap.dtd to validate merged.xml with "
                    "(default: the nmap package's, if found)")
-    p.add_argument("--xsl", metavar="PATH", help="nmap.xsl for merged.html (default: the nmap package's)")
+    p.add_argument("--xsl", metavar="PATH", help="nmap.xsl for merged-nmap.html (default: the nmap package's)")
     p.add_argument("--label", action="append", default=[], type=_parse_label, metavar="NAME=FILE",
                    help="name the shard of FILE (FILE is added to the inputs if not listed)")
     p.add_argument("files", nargs="*", type=Path, metavar="FILE", help="nmap XML output of one shard")

@@ -12,12 +12,15 @@ description:
     C(run_once: true))."
   - "Merges the XML of every finished attempt and the complete hosts of every partial one into
     C(RESULTS/RUN_ID/merged.xml), validated with C(xmllint --dtdvalid) against O(dtd), and writes
-    C(merged.json), C(merged.csv), C(merged.html) (C(xsltproc) with O(xsl)), C(summary.json) and
-    C(summary.txt). Skipped (no change) when the inputs did not change since the last merge."
+    C(merged.json), C(merged.csv), C(merged.html) (a self-contained page for people: summary, services,
+    unidentified ports with their replies and draft rules, time and coverage per shard, changes),
+    C(merged-nmap.html) (nmap's rendering: C(xsltproc) with O(xsl)), C(summary.json) and C(summary.txt).
+    Skipped (no change) when the inputs did not change since the last merge."
   - "With O(compare_to), also compares the run with an earlier one (C(scanfleet.diff.run_changes)): hosts up or
     down that were not, ports opened and closed, service, product or version changes, ports that became
     identified or unidentified. Writes C(changes.json), C(changes.csv) and C(changes.txt) into the run's
-    directory only when they are not there yet for the same two merged XML files."
+    directory only when they are not there yet for the same two merged XML files, and C(merged.html) again to
+    show them."
   - "Returns the summary lines (hosts up, open ports, identified and unidentified services, time per shard,
     coverage, what happened) and whether the run covers every target exactly once."
 extends_documentation_fragment:
@@ -29,7 +32,7 @@ options:
     type: path
     default: ""
   xsl:
-    description: "nmap.xsl for merged.html; empty: no HTML."
+    description: "nmap.xsl for merged-nmap.html; empty: no merged-nmap.html (merged.html is written anyway)."
     type: path
     default: ""
   two_phase:
@@ -97,7 +100,8 @@ summary:
   returned: success
   sample:
     merged_xml: merged.xml
-    files: {json: merged.json, csv: merged.csv, html: merged.html, summary: summary.json}
+    files: {json: merged.json, csv: merged.csv, html: merged.html, nmap_html: merged-nmap.html,
+            summary: summary.json}
     rows: 23
     validated: true
     hosts: {up: 4, down: 15, total: 19}

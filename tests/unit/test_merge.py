@@ -9,6 +9,7 @@ copied from the module's output.
 from __future__ import annotations
 
 import csv
+import datetime
 import ipaddress
 import json
 import re
@@ -435,17 +436,24 @@ def test_missing_and_repeated_inputs_are_refused(tmp_path):
 
 # ---- reports -------------------------------------------------------------------------------------
 
-def expected_rows(merged_xml: Path) -> list[dict]:
+def _utc(value: str | None) -> str | None:
+    return datetime.datetime.fromtimestamp(int(value), datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def expected_rows(merged_xml: Path, run_id: str = "") -> list[dict]:
     rows = []
-    for host in ET.parse(merged_xml).getroot().findall("host"):
+    root = ET.parse(merged_xml).getroot()
+    for host in root.findall("host"):
         if host.find("status").get("state") != "up":
             continue
         names = [h.get("name") for h in host.iterfind("hostnames/hostname")]
         base = {"address": address(host), "hostname": names[0] if names else ""}
+        times = {"run_id": run_id, "scan_start": _utc(host.get("starttime") or root.get("start")),
+                 "scan_end": _utc(host.get("endtime")) if host.get("starttime") else None}
         ports = host.findall("ports/port")
         if not ports:
             rows.append({**base, "port": None, "protocol": "", "state": "", "service": "",
-                         "product": "", "version": "", "extrainfo": "", "identified": False})
+                         "product": "", "version": "", "extrainfo": "", "identified": False, **times, "cpe": []})
         for port in ports:
             service = port.find("service")
             s = service.attrib if service is not None else {}
@@ -454,7 +462,8 @@ def expected_rows(merged_xml: Path) -> list[dict]:
                          "product": s.get("product", ""), "version": s.get("version", ""),
                          "extrainfo": s.get("extrainfo", ""),
                          "identified": s.get("method") == "probed"
-                         and s.get("name") not in ("unknown", "tcpwrapped")})
+                         and s.get("name") not in ("unknown", "tcpwrapped"), **times,
+                         "cpe": [c.text for c in port.iterfind("service/cpe")]})
     return rows
 
 
@@ -463,13 +472,13 @@ def reports(tmp_path, nmap_xsl):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     result = merge.merge(ALL, out_dir / "merged.xml")
-    summary = report.write_reports(out_dir / "merged.xml", out_dir, result.to_dict(), xsl=nmap_xsl)
+    summary = report.write_reports(out_dir / "merged.xml", out_dir, result.to_dict(), xsl=nmap_xsl, run_id="t-merge")
     return out_dir, result, summary
 
 
 def test_json_and_csv_rows_match_the_merged_xml(reports):
     out_dir, _, summary = reports
-    expected = expected_rows(out_dir / "merged.xml")
+    expected = expected_rows(out_dir / "merged.xml", "t-merge")
     assert json.loads((out_dir / "merged.json").read_text()) == expected
     with open(out_dir / "merged.csv", newline="") as f:
         reader = csv.DictReader(f)
@@ -478,6 +487,22 @@ def test_json_and_csv_rows_match_the_merged_xml(reports):
     assert got == [{k: report.csv_value(v) for k, v in row.items()} for row in expected]
     assert summary["rows"] == len(expected)
     assert any(r["port"] is None for r in expected)  # 127.0.0.1 has all its ports in extraports
+
+
+def test_the_new_columns_on_a_real_service(reports):
+    """run id, nmap's start and end of the host and the service's CPEs (OpenSSH on 127.0.0.2:2222). The host is in
+    shard-a (starttime 1795255772, 10:09:32) and shard-b (1795255773-1795255779): the earliest start, the latest end."""
+    out_dir, _, _ = reports
+    rows = json.loads((out_dir / "merged.json").read_text())
+    ssh = next(r for r in rows if (r["address"], r["port"]) == ("127.0.0.2", 2222) and r["product"] == "OpenSSH")
+    assert ssh["run_id"] == "t-merge"
+    assert (ssh["scan_start"], ssh["scan_end"]) == ("2026-11-21T10:09:32Z", "2026-11-21T10:09:39Z")
+    assert ssh["cpe"] == ["cpe:/a:openbsd:openssh:9.2p1", "cpe:/o:linux:linux_kernel"]
+    with open(out_dir / "merged.csv", newline="") as f:
+        line = next(r for r in csv.DictReader(f) if (r["address"], r["port"]) == ("127.0.0.2", "2222"))
+    assert line["cpe"] == "cpe:/a:openbsd:openssh:9.2p1 cpe:/o:linux:linux_kernel"
+    assert (line["scan_start"], line["scan_end"], line["run_id"]) == ("2026-11-21T10:09:32Z", "2026-11-21T10:09:39Z",
+                                                                      "t-merge")
 
 
 def test_identified_rule_on_real_services():
@@ -528,13 +553,19 @@ def test_summary_counts_and_shard_times(reports):
     assert f"open ports: {len(open_rows)}" in text
 
 
-def test_html_report_is_produced(reports):
+def test_html_reports_are_produced(reports):
+    """merged-nmap.html: nmap.xsl's rendering, every host; merged.html: scanfleet's page, every open port."""
     out_dir, _, summary = reports
-    html = (out_dir / "merged.html").read_text()
-    assert summary["files"]["html"] == "merged.html"
+    html = (out_dir / "merged-nmap.html").read_text()
+    assert summary["files"]["nmap_html"] == "merged-nmap.html"
     assert "<html" in html.lower()
     for host in ET.parse(out_dir / "merged.xml").getroot().findall("host"):
         assert address(host) in html
+    assert summary["files"]["html"] == "merged.html"
+    page = (out_dir / "merged.html").read_text()
+    for row in expected_rows(out_dir / "merged.xml"):
+        if row["state"] == "open":
+            assert f"{row['address']}:{row['port']}/{row['protocol']}" in page
 
 
 # ---- command line --------------------------------------------------------------------------------
@@ -547,8 +578,9 @@ def test_cli_merge_then_summary(tmp_path, capsys, nmap_dtd, nmap_xsl):
     assert rc == 0
     for name in ("merged.xml", "merged.json", "merged.csv", "summary.json"):
         assert (out_dir / name).is_file(), name
-    assert (out_dir / "merged.html").is_file()
+    assert (out_dir / "merged.html").is_file() and (out_dir / "merged-nmap.html").is_file()
     summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["run_id"] == "out"  # no --run-id, no state.json: the directory's name
     assert [s["label"] for s in summary["shards"]] == ["shard-a", "web", "shard-c"]
     assert summary["validated"] is True
     assert cli.main(["merge", "summary", str(out_dir)]) == 0
