@@ -15,10 +15,10 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 # Debian packages: lab (debootstrap, apt proxy, iproute2: ip and tc for the faults; nftables: packet loss where
 # the kernel has no netem), controller-side tools (xmllint, xsltproc,
-# gpg, dpkg-source), stock nmap for comparisons, and the build dependencies of the nmap sources the
-# tests patch and compile (7.93: Lua 5.3 + PCRE; 7.95/7.991: Lua 5.4 + PCRE2).
+# gpg, dpkg-source), stock nmap for comparisons, nmap's ndiff (the tests check it reads the merged XML), and the
+# build dependencies of the nmap sources the tests patch and compile (7.93: Lua 5.3 + PCRE; 7.95/7.991: Lua 5.4 + PCRE2).
 APT_PACKAGES := python3 python3-venv python3-dev debootstrap apt-cacher-ng iproute2 util-linux \
-  nftables openssh-client libxml2-utils xsltproc gnupg dpkg-dev patch xz-utils bzip2 nmap libcap2-bin \
+  nftables openssh-client libxml2-utils xsltproc gnupg dpkg-dev patch xz-utils bzip2 nmap ndiff libcap2-bin \
   build-essential libpcap-dev libssl-dev zlib1g-dev libssh2-1-dev liblinear-dev lua-lpeg-dev \
   liblua5.3-dev liblua5.4-dev libpcre3-dev libpcre2-dev
 

@@ -23,6 +23,7 @@ NOUNS = {
     "run": "scanfleet.runcli",
     "merge": "scanfleet.report",
     "pairs": "scanfleet.pairs",
+    "diff": "scanfleet.diff",
 }
 
 
