@@ -18,23 +18,43 @@ export PYTHONDONTWRITEBYTECODE := 1
 # gpg, dpkg-source), stock nmap for comparisons, nmap's ndiff (the tests check it reads the merged XML), chromium
 # (headless: the tests load merged.html in a real browser, tests/browser/check_html.py), and the
 # build dependencies of the nmap sources the tests patch and compile (7.93: Lua 5.3 + PCRE; 7.95/7.991: Lua 5.4 + PCRE2).
-APT_PACKAGES := python3 python3-venv python3-dev debootstrap apt-cacher-ng iproute2 util-linux \
+# One list per Debian release, picked by this machine's /etc/os-release (VERSION_CODENAME), or by RELEASE=...;
+# `make -s apt-packages RELEASE=trixie` prints a release's list (molecule/default checks it in a lab host of that
+# release: lab/apt-check.sh). Every name was looked up in the release's Packages index (docs/lab.md, "Suites"):
+# trixie has no PCRE 1 (libpcre3-dev), so nmap 7.93 cannot be built there; its Lua 5.3 (liblua5.3-dev, still in
+# trixie) is then of no use either: both are in bookworm's list only.
+APT_RELEASES := bookworm trixie
+RELEASE ?= $(shell . /etc/os-release 2>/dev/null && echo "$$VERSION_CODENAME")
+APT_PACKAGES_COMMON := python3 python3-venv python3-dev debootstrap apt-cacher-ng iproute2 util-linux \
   nftables openssh-client libxml2-utils xsltproc gnupg dpkg-dev patch xz-utils bzip2 nmap ndiff libcap2-bin chromium \
   build-essential libpcap-dev libssl-dev zlib1g-dev libssh2-1-dev liblinear-dev lua-lpeg-dev \
-  liblua5.3-dev liblua5.4-dev libpcre3-dev libpcre2-dev
+  liblua5.4-dev libpcre2-dev
+APT_PACKAGES_bookworm := $(APT_PACKAGES_COMMON) liblua5.3-dev libpcre3-dev
+APT_PACKAGES_trixie := $(APT_PACKAGES_COMMON)
+APT_PACKAGES = $(APT_PACKAGES_$(RELEASE))
+# Refuses a release without a list, naming it and the fix (a shell line: used by deps and apt-packages).
+APT_RELEASE_CHECK = test -n "$(APT_PACKAGES)" || { echo "no Debian package list for release '$(RELEASE)' \
+  (RELEASE, by default VERSION_CODENAME of /etc/os-release): the Makefile has lists for $(APT_RELEASES); \
+  run on one of those or set RELEASE=bookworm or RELEASE=trixie" >&2; exit 1; }
 
-.PHONY: help deps venv controller ee lint unit build-test lab-test molecule bench bench-quick bench-scale soak test demo lab-up lab-down provision clean
+.PHONY: help deps apt-packages venv controller ee lint unit build-test lab-test molecule bench bench-quick bench-scale soak test demo lab-up lab-down provision clean
 
 help:
 	@echo "make demo | make test | make lint | make unit | make lab-up | make lab-down | make clean | make controller | make ee"
 
 .cache/deps.stamp:
+	@$(APT_RELEASE_CHECK)
 	@mkdir -p .cache
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
 	@touch $@
 
 deps: .cache/deps.stamp
+
+# The Debian package list of RELEASE (default: this machine's), on one line.
+apt-packages:
+	@$(APT_RELEASE_CHECK)
+	@echo $(APT_PACKAGES)
 
 # The virtualenv of make lint/unit/test: runtime (requirements.txt) and development and test tools
 # (requirements-dev.txt), both pinned by constraints.txt, and the scanfleet package of this clone.

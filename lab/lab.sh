@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # scanfleet lab: real SSH hosts on this machine, one network namespace + overlayfs root + sshd each.
 #
-#   lab/lab.sh up [NAME=IP ...]      bring up the bridge, the apt proxy and the hosts (default: the 3 scanners)
+#   lab/lab.sh up [NAME=IP[:SUITE] ...]  bring up the bridge, the apt proxy and the hosts (default: the 3
+#                                    scanners); SUITE (bookworm or trixie) picks the host's Debian release,
+#                                    default $SCANFLEET_LAB_SUITE or bookworm
 #   lab/lab.sh down [NAME ...]       end hosts (all when none named), then the proxy and the bridge
 #   lab/lab.sh gc                    end the bridge and apt proxy if no host is up any more
 #   lab/lab.sh status                list hosts with their state
@@ -21,11 +23,12 @@ LAB_GW="$LAB_NET.1"
 # (no gateway: a dead address is one that nothing answers ARP for). This machine itself gets an unreachable
 # route for it while the bridge is up, so nothing from outside the lab's namespaces is ever sent towards it.
 LAB_SCALE_NET=${SCANFLEET_LAB_SCALE_NET:-10.78.0.0/16}
-LAB_SUITE=${SCANFLEET_LAB_SUITE:-bookworm}
+LAB_SUITE=${SCANFLEET_LAB_SUITE:-bookworm}     # the default suite of a host; each base is made once per suite
+LAB_SUITES="bookworm trixie"
 ACNG_PORT=3142
 DEFAULT_HOSTS=("scanner1=$LAB_NET.11" "scanner2=$LAB_NET.12" "scanner3=$LAB_NET.13")
 HERE=$(cd "$(dirname "$0")" && pwd)
-BASE="$LAB_DIR/base-$LAB_SUITE"
+base_of() { echo "$LAB_DIR/base-$1"; }
 HOSTS_DIR="$LAB_DIR/hosts"
 SSH_KEY="$LAB_DIR/ssh/id_ed25519"
 # Where ansible keeps its ssh ControlPersist sockets (ansible.cfg control_path_dir): closed before a host ends.
@@ -69,22 +72,23 @@ ensure_key() {
   [ -f "$SSH_KEY" ] || ssh-keygen -q -t ed25519 -N '' -C scanfleet-lab -f "$SSH_KEY"
 }
 
-ensure_base() {
-  local mirror stamp want
+ensure_base() {  # ensure_base SUITE: the debootstrap base of SUITE, made once
+  local suite=$1 mirror stamp want BASE
+  BASE=$(base_of "$suite")
   mirror=$("$HERE/mirror.sh")
-  want="suite=$LAB_SUITE mirror=$mirror v=3"
+  want="suite=$suite mirror=$mirror v=3"
   stamp="$BASE/.scanfleet-base"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
   if [ -d "$BASE" ]; then
     # an unfinished or outdated base: only remove it when no host uses it
-    [ -z "$(running_hosts)" ] || die "base $BASE is outdated but hosts are running; run 'lab/lab.sh down' first"
+    [ -z "$(running_hosts "$suite")" ] || die "base $BASE is outdated but hosts are running on it; run 'lab/lab.sh down' first"
     rm -rf "$BASE"
   fi
-  log "debootstrap $LAB_SUITE from $mirror into $BASE (once; about a minute)"
+  log "debootstrap $suite from $mirror into $BASE (once; about a minute)"
   debootstrap --variant=minbase \
     --include=openssh-server,python3,iproute2,ca-certificates,sudo,procps \
-    "$LAB_SUITE" "$BASE.tmp" "$mirror" > "$LAB_DIR/debootstrap.log" 2>&1 \
-    || { rm -rf "$BASE.tmp"; die "debootstrap failed, see $LAB_DIR/debootstrap.log"; }
+    "$suite" "$BASE.tmp" "$mirror" > "$LAB_DIR/debootstrap-$suite.log" 2>&1 \
+    || { rm -rf "$BASE.tmp"; die "debootstrap $suite failed, see $LAB_DIR/debootstrap-$suite.log"; }
   mv "$BASE.tmp" "$BASE"
   # Tweaks: key-only root login, no PAM, no daemons started by package scripts, host keys made per host.
   cat > "$BASE/etc/ssh/sshd_config.d/scanfleet-lab.conf" <<EOF
@@ -97,14 +101,16 @@ EOF
   printf '#!/bin/sh\nexit 101\n' > "$BASE/usr/sbin/policy-rc.d" && chmod 755 "$BASE/usr/sbin/policy-rc.d"
   rm -f "$BASE"/etc/ssh/ssh_host_*
   : > "$BASE/etc/resolv.conf"
-  echo "deb $mirror $LAB_SUITE main" > "$BASE/etc/apt/sources.list"
+  echo "deb $mirror $suite main" > "$BASE/etc/apt/sources.list"
   echo "Acquire::http::Proxy \"http://$LAB_GW:$ACNG_PORT\";" > "$BASE/etc/apt/apt.conf.d/01scanfleet-lab-proxy"
   rm -rf "$BASE"/var/lib/apt/lists/* "$BASE"/var/cache/apt/archives/*.deb
   mkdir -p "$BASE/root/.ssh" && chmod 700 "$BASE/root/.ssh"
   echo "$want" > "$stamp"
 }
 
-install_key() {  # the lab key may be newer than the base: (re)install it in the base's authorized_keys
+install_key() {  # install_key SUITE: the lab key may be newer than the base: (re)install it in authorized_keys
+  local BASE
+  BASE=$(base_of "$1")
   cp "$SSH_KEY.pub" "$BASE/root/.ssh/authorized_keys" && chmod 600 "$BASE/root/.ssh/authorized_keys"
 }
 
@@ -151,10 +157,11 @@ EOF
 veth_of() { echo "sfv${1##*.}"; }            # root-side veth name from the host's IP (last octet)
 ns_of() { echo "sf-$1"; }
 
-running_hosts() {
+running_hosts() {  # running_hosts [SUITE]: the hosts up (on SUITE's base only, when given)
   local h
   for h in "$HOSTS_DIR"/*/; do
     [ -d "$h" ] || continue
+    [ -z "${1:-}" ] || [ "$(cat "$h/suite" 2>/dev/null || echo "$LAB_SUITE")" = "$1" ] || continue
     live_pid "$h/pid" >/dev/null && basename "$h"
   done
   return 0
@@ -182,11 +189,12 @@ host_down() {
 }
 
 host_up() {
-  local name=$1 ip=$2 dir="$HOSTS_DIR/$1" ns veth i
+  local name=$1 ip=$2 suite=$3 dir="$HOSTS_DIR/$1" ns veth i
   [[ "$name" =~ ^[a-z][a-z0-9-]{0,30}$ ]] || die "bad host name '$name' (lower-case letters, digits, '-')"
   [[ "$ip" == "$LAB_NET".* ]] || die "host $name: $ip is outside the lab subnet $LAB_NET.0/24"
   ns=$(ns_of "$name"); veth=$(veth_of "$ip")
-  if live_pid "$dir/pid" >/dev/null && [ "$(cat "$dir/ip")" = "$ip" ]; then
+  if live_pid "$dir/pid" >/dev/null && [ "$(cat "$dir/ip")" = "$ip" ] \
+     && [ "$(cat "$dir/suite" 2>/dev/null || echo "$LAB_SUITE")" = "$suite" ]; then
     log "$name ($ip) already up"; return 0
   fi
   # stale pieces of a crashed run: namespace, veth, state dir
@@ -194,6 +202,7 @@ host_up() {
   ip link del "$veth" 2>/dev/null || true
   mkdir -p "$dir/upper" "$dir/work" "$dir/root"
   echo "$ip" > "$dir/ip"
+  echo "$suite" > "$dir/suite"
   ip netns add "$ns"
   ip link add "$veth" type veth peer name eth0 netns "$ns"
   ip link set "$veth" master "$LAB_BRIDGE" up
@@ -202,10 +211,10 @@ host_up() {
   ip -n "$ns" link set eth0 up   # no default route: only the lab subnet and the scale space are reachable
   ip -n "$ns" route add "$LAB_SCALE_NET" dev eth0 scope link
   setsid ip netns exec "$ns" unshare --mount --uts --ipc --pid --fork --kill-child --propagation private \
-    "$HERE/host-init.sh" "$BASE" "$dir" "$name" > "$dir/console.log" 2>&1 < /dev/null &
+    "$HERE/host-init.sh" "$(base_of "$suite")" "$dir" "$name" > "$dir/console.log" 2>&1 < /dev/null &
   record_pid $! "$dir/pid"
   for i in $(seq 100); do
-    (exec 3<>"/dev/tcp/$ip/22") 2>/dev/null && { log "$name up at $ip"; return 0; }
+    (exec 3<>"/dev/tcp/$ip/22") 2>/dev/null && { log "$name up at $ip ($suite)"; return 0; }
     live_pid "$dir/pid" >/dev/null || break
     sleep 0.1
   done
@@ -214,18 +223,25 @@ host_up() {
 }
 
 cmd_up() {
-  local specs=("$@") spec
+  local specs=("$@") spec rest suite suites=""
   [ ${#specs[@]} -gt 0 ] || specs=("${DEFAULT_HOSTS[@]}")
+  for spec in "${specs[@]}"; do  # check every spec before anything changes
+    [[ "$spec" == *=* ]] || die "host spec '$spec' must be NAME=IP or NAME=IP:SUITE"
+    rest=${spec#*=}; suite=$LAB_SUITE
+    [[ "$rest" == *:* ]] && suite=${rest#*:}
+    [[ " $LAB_SUITES " == *" $suite "* ]] || die "host spec '$spec': suite '$suite' is not one of: $LAB_SUITES"
+    [[ " $suites " == *" $suite "* ]] || suites="$suites $suite"
+  done
   ensure_tools
   mkdir -p "$LAB_DIR" "$HOSTS_DIR" && chmod 700 "$LAB_DIR"
   ensure_key
-  ensure_base
-  install_key
+  for suite in $suites; do ensure_base "$suite"; install_key "$suite"; done
   ensure_bridge
   ensure_proxy
   for spec in "${specs[@]}"; do
-    [[ "$spec" == *=* ]] || die "host spec '$spec' must be NAME=IP"
-    host_up "${spec%%=*}" "${spec#*=}"
+    rest=${spec#*=}; suite=$LAB_SUITE
+    [[ "$rest" == *:* ]] && suite=${rest#*:}
+    host_up "${spec%%=*}" "${rest%%:*}" "$suite"
   done
 }
 
@@ -251,11 +267,12 @@ cmd_gc() {  # end the bridge and the apt proxy when no host runs any more (the a
 }
 
 cmd_status() {
-  local h name
+  local h name suite
   for h in "$HOSTS_DIR"/*/; do
     [ -d "$h" ] || continue
     name=$(basename "$h")
-    if live_pid "$h/pid" >/dev/null; then echo "$name $(cat "$h/ip") up"; else echo "$name $(cat "$h/ip" 2>/dev/null) down"; fi
+    suite=$(cat "$h/suite" 2>/dev/null || echo "$LAB_SUITE")
+    if live_pid "$h/pid" >/dev/null; then echo "$name $(cat "$h/ip") $suite up"; else echo "$name $(cat "$h/ip" 2>/dev/null) $suite down"; fi
   done
 }
 
@@ -282,5 +299,5 @@ case "${1:-}" in
   exec) shift; cmd_exec "$@" ;;
   ssh) shift; cmd_ssh "$@" ;;
   key) echo "$SSH_KEY" ;;
-  *) echo "usage: $0 up [NAME=IP...] | down [NAME...] | gc | status | ssh NAME [CMD] | exec NAME CMD | key" >&2; exit 2 ;;
+  *) echo "usage: $0 up [NAME=IP[:SUITE]...] | down [NAME...] | gc | status | ssh NAME [CMD] | exec NAME CMD | key" >&2; exit 2 ;;
 esac

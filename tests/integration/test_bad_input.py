@@ -1,7 +1,8 @@
 """Bad input to provisioning: a clear error naming the input and the fix, before the host changes at all.
 
-Runs the real playbook over SSH against one lab host (lab/lab.sh), once per bad input, and then checks
-the host: no /opt/scanfleet, no scanner user, no build dependencies installed.
+Runs the real playbook over SSH against one lab host (lab/lab.sh; a Debian 13 one for what only Debian 13
+refuses), once per bad input, and then checks the host: no /opt/scanfleet, no scanner user, no build
+dependencies installed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 LAB = ROOT / "lab" / "lab.sh"
 HOST, ADDRESS = "badinput-1", "10.77.0.27"
+TRIXIE_HOST, TRIXIE_ADDRESS = "badinput-2", "10.77.0.28"
 KEY = "/var/lib/scanfleet-lab/ssh/id_ed25519"
 
 
@@ -24,22 +26,33 @@ def lab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run([str(LAB), *args], capture_output=True, text=True, check=check)
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    """One fresh lab host, with an inventory for it; ended after the module."""
-    lab("down", HOST, check=False)
-    lab("up", f"{HOST}={ADDRESS}")
-    inventory = tmp_path_factory.mktemp("inv") / "hosts.yml"
+def lab_host(name: str, address: str, suite: str, inventory: Path):
+    """Bring up one fresh lab host of SUITE, write an inventory for it; the caller ends it (lab down NAME)."""
+    lab("down", name, check=False)
+    lab("up", f"{name}={address}:{suite}")
     inventory.write_text(
         "all:\n  children:\n    scanners:\n      hosts:\n"
-        f"        {HOST}:\n          ansible_host: {ADDRESS}\n"
+        f"        {name}:\n          ansible_host: {address}\n"
         "  vars:\n    ansible_user: root\n"
         f"    ansible_ssh_private_key_file: {KEY}\n"
         "    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR\n"
         "    nmap_build_source: debian\n    nmap_build_debian_suite: trixie\n    nmap_build_version: '7.95'\n"
     )
-    yield inventory
+    return inventory
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    """One fresh (bookworm) lab host, with an inventory for it; ended after the module."""
+    yield lab_host(HOST, ADDRESS, "bookworm", tmp_path_factory.mktemp("inv") / "hosts.yml")
     lab("down", HOST, check=False)
+
+
+@pytest.fixture(scope="module")
+def trixie_host(tmp_path_factory):
+    """One fresh Debian 13 (trixie) lab host, with an inventory for it; ended after the module."""
+    yield lab_host(TRIXIE_HOST, TRIXIE_ADDRESS, "trixie", tmp_path_factory.mktemp("inv-trixie") / "hosts.yml")
+    lab("down", TRIXIE_HOST, check=False)
 
 
 def provision(inventory: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -49,8 +62,8 @@ def provision(inventory: Path, *extra: str) -> subprocess.CompletedProcess:
                            *extra], capture_output=True, text=True, cwd=ROOT, env=env, check=False, timeout=600)
 
 
-def assert_host_untouched() -> None:
-    probe = lab("exec", HOST, "sh", "-c",
+def assert_host_untouched(name: str = HOST) -> None:
+    probe = lab("exec", name, "sh", "-c",
                 "test -e /opt/scanfleet && echo root; getent passwd scanfleet && echo user; "
                 "dpkg-query -W -f='${Status}' build-essential 2>/dev/null | grep -q 'install ok' && echo deps; true")
     assert probe.stdout.strip() == "", f"the host changed: {probe.stdout}"
@@ -69,7 +82,7 @@ def os_release():
 def test_unsupported_os(host, os_release):
     result = provision(host)
     assert result.returncode != 0
-    assert "runs Fedora Linux 40; nmap_build supports only Debian 12, Ubuntu 22/24" in result.stdout
+    assert "runs Fedora Linux 40; nmap_build supports only Debian 12/13, Ubuntu 22/24" in result.stdout
     assert_host_untouched()
 
 
@@ -100,3 +113,13 @@ def test_source_checksum_mismatch(host, tmp_path):
     assert result.returncode != 0
     assert f"checksum mismatch for {archive}: expected sha256 {'ab' * 32}, got " in result.stdout
     assert_host_untouched()
+
+
+def test_version_without_pcre1_on_debian_13(trixie_host):
+    """nmap 7.93 needs PCRE 1, which Debian 13 no longer ships: refused on such a host before it changes."""
+    result = provision(trixie_host, "-e", '{"nmap_build_version": "7.93", "nmap_build_debian_suite": "bookworm"}')
+    assert result.returncode != 0
+    assert "runs Debian 13" in result.stdout, result.stdout[-3000:]
+    assert ("which has no PCRE 1 (libpcre3-dev), and nmap_build_version=7.93 needs it" in result.stdout), \
+        result.stdout[-3000:]
+    assert_host_untouched(TRIXIE_HOST)
