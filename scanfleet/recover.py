@@ -46,7 +46,9 @@ ports".
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -55,7 +57,16 @@ from typing import Any, NamedTuple
 from scanfleet import ScanfleetError
 from scanfleet.collect import merge_inputs
 from scanfleet.merge import ShardReport, _children, host_key, is_identified
-from scanfleet.pairs import DEFAULT_JOB_COST, Job, PairMap, group_jobs, merge_two_phase, write_residual
+from scanfleet.pairs import (
+    DEFAULT_JOB_COST,
+    GROUPINGS,
+    Job,
+    PairMap,
+    _labelled,
+    group_jobs,
+    merge_two_phase,
+    write_residual,
+)
 from scanfleet.state import counted, load_state, private_dir
 
 PROTOCOLS = ("tcp",)
@@ -227,12 +238,14 @@ class Named:
     after: dict[str, str]
 
 
-def merge(pass1: Sequence[tuple[str, Path]], pass2: Sequence[tuple[str, Path]], selection: Selection,
-          out: str | Path, *, dtd: Path | None = None, stylesheet: str | None = None) -> dict[str, Any]:
-    """Merge the pass-1 and pass-2 (label, nmap XML) files into OUT: the ports of SELECTION that pass 2 named take
-    its entries, every other port keeps pass 1's (rules in the module docstring). Returns the merge's summary
-    with ``recover``: the counts, the line for people and the named ports."""
+def merge(pass1: Sequence[Pass1Input], pass2: Sequence[tuple[str, Path]], out: str | Path, *,
+          selection: Selection | None = None, dtd: Path | None = None, stylesheet: str | None = None) -> dict[str, Any]:
+    """Merge the PASS1 inputs and the PASS2 (job label, nmap XML) files into OUT: the ports that pass 2 scanned for
+    good reason (SELECTION, by default :func:`select` of PASS1) and named take its entries, every other port keeps
+    pass 1's (rules in the module docstring). Returns the merge's summary with ``recover``: the counts, the line
+    for people and the named ports."""
     out = Path(out)
+    selection = select(pass1) if selection is None else selection
     wanted = selection.by_key()
     named: dict[Key, Named] = {}
     drop: list[dict[str, set[tuple[str, int]]]] = []
@@ -256,7 +269,8 @@ def merge(pass1: Sequence[tuple[str, Path]], pass2: Sequence[tuple[str, Path]], 
         copy = copies_dir / f"{label}.xml"
         write_residual(Path(path), copy, unused, extraports=False)
         copies.append((label, copy))
-    result = merge_two_phase(pass1, copies, out, dtd=dtd, stylesheet=stylesheet, stages=STAGES)
+    result = merge_two_phase([(i.label, Path(i.xml)) for i in pass1], copies, out, dtd=dtd, stylesheet=stylesheet,
+                             stages=STAGES)
     result.pop("replaced_ports", None)
     total = len(selection.candidates)
     result["recover"] = {
@@ -265,3 +279,50 @@ def merge(pass1: Sequence[tuple[str, Path]], pass2: Sequence[tuple[str, Path]], 
         "named_ports": [dataclasses.asdict(n) for n in named.values()],
     }
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line: scanfleet recover plan|merge
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    selection = select(run_inputs(args.run_dir))
+    jobs = plan(selection, grouping=args.grouping, job_cost=args.job_cost)
+    if args.json:
+        print(json.dumps({**selection.to_dict(), "jobs": [job.to_dict() for job in jobs]}, indent=1))
+        return 0
+    reasons = ", ".join(f"{n} {r}" for r, n in selection.reasons().items() if n)
+    print(f"pass 2: {counted(len(selection.candidates), 'port')} of {selection.open_ports} open"
+          + (f" ({reasons})" if reasons else "") + f" in {counted(len(jobs), 'job')}")
+    for job in jobs:
+        print(f"{job.id} {job.host} -p {job.nmap_ports} -iL: {' '.join(job.lines)}")
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    result = merge(run_inputs(args.run_dir), _labelled(args.pass2), args.out,
+                   dtd=Path(args.dtd) if args.dtd else None)
+    print(f"{args.out}: {result['recover']['line']}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("recover", help="pass 2 of a scan: the open ports pass 1 left unidentified",
+                            description="Two-pass recovery of slow banners (scanfleet.recover).")
+    cmds = parser.add_subparsers(dest="recover_command", required=True)
+    p = cmds.add_parser("plan", help="the ports pass 2 scans again and its jobs, per scanner",
+                        description="Read the recorded attempts of a run and print the open ports pass 1 left "
+                                    "unidentified, grouped into nmap jobs per scanner (nothing is written).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run's directory, RESULTS/RUN_ID")
+    p.add_argument("--grouping", choices=GROUPINGS, default="union")
+    p.add_argument("--job-cost", type=int, default=DEFAULT_JOB_COST, metavar="PROBES")
+    p.add_argument("--json", action="store_true", help="the ports and jobs as JSON")
+    p.set_defaults(func=_cmd_plan)
+    m = cmds.add_parser("merge", help="merge a run's pass 1 with pass 2's nmap XML",
+                        description="Merge the run's pass-1 XML with pass 2's: the ports pass 2 named take its "
+                                    "entries, every other port keeps pass 1's; says how many pass 2 named.")
+    m.add_argument("run_dir", metavar="RUN_DIR", help="the run's directory, RESULTS/RUN_ID")
+    m.add_argument("--pass2", nargs="+", required=True, metavar="XML", help="the pass-2 jobs' nmap XML")
+    m.add_argument("-o", "--out", required=True, help="the merged nmap XML to write")
+    m.add_argument("--dtd", help="validate the result against this nmap.dtd")
+    m.set_defaults(func=_cmd_merge)

@@ -8,12 +8,14 @@ from the port table, and the pass-2 jobs the planner planned from it, run with t
 from __future__ import annotations
 
 import json
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from scanfleet import ScanfleetError, merge, recover
+from scanfleet import ScanfleetError, cli, collect, files, merge, recover
+from scanfleet import plan as runplan
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "xml"
 RECOVER = FIXTURES / "recover"
@@ -102,9 +104,8 @@ def test_the_fixture_jobs_are_what_the_planner_plans():
 
 
 def test_merge_replaces_the_ports_pass_2_named_and_keeps_the_others(tmp_path, nmap_dtd):
-    selection = recover.select(PASS1)
     out = tmp_path / "merged.xml"
-    result = recover.merge([(i.label, i.xml) for i in PASS1], PASS2, selection, out, dtd=nmap_dtd)
+    result = recover.merge(PASS1, PASS2, out, dtd=nmap_dtd)
     summary = result["recover"]
     assert summary["line"] == "pass 2 named 2 of 6 ports"
     assert (summary["named"], summary["ports"]) == (2, 6)
@@ -131,7 +132,7 @@ def test_a_pass_2_entry_of_a_port_not_selected_is_never_used(tmp_path):
     selection = recover.select(PASS1)
     only_b = recover.Selection([c for c in selection.candidates if c.address == B], selection.open_ports)
     out = tmp_path / "merged.xml"
-    result = recover.merge([(i.label, i.xml) for i in PASS1], PASS2, only_b, out)
+    result = recover.merge(PASS1, PASS2, out, selection=only_b)
     assert result["recover"]["line"] == "pass 2 named 1 of 2 ports"
     merged = services(out)
     assert service(merged[(A, "tcp", 25)]) == {"name": "smtp", "method": "table", "conf": "3"}
@@ -165,3 +166,49 @@ def test_a_bad_wait_is_refused(value):
     with pytest.raises(ScanfleetError, match=r"pass-2 banner wait .* from 100 to 300000; give e\.g\. 6000 "
                                              r"\(nmap_scan_recover_wait_ms\)"):
         recover.wait_environment(value)
+
+
+def recorded_run(tmp_path) -> Path:
+    """plan_run shards 127.0.0.21-22 over scanner-a and scanner-b as the fixtures' pass 1 ran; record_run records
+    the fetched XML (the playbook's way); returns the run directory."""
+    plan = runplan.build_plan(targets=["127.0.0.21-22"], scope=["127.0.0.0/24"], resolver={})
+    planned = runplan.plan_run(results=tmp_path, run_id="r1", plan=plan, options=["-sV"],
+                               weights={"scanner-a": 1, "scanner-b": 1}, available=["scanner-a", "scanner-b"],
+                               unavailable={}, session="s", round_no=1, now=1.0)
+    assert planned["new"] == ["001-scanner-a", "002-scanner-b"]
+    outcomes = []
+    for attempt_id, scanner, fixture in (("001-scanner-a", "scanner-a", PASS1[0].xml),
+                                         ("002-scanner-b", "scanner-b", PASS1[1].xml)):
+        target = tmp_path / "r1" / scanner / attempt_id / "scan.xml"
+        target.parent.mkdir(parents=True)
+        shutil.copy(fixture, target)
+        outcomes.append({"id": attempt_id, "outcome": "finished", "files": {"scan.xml": files.sha256_file(target)}})
+    collect.record_run(results=tmp_path, run_id="r1", outcomes=outcomes, session="s", now=2.0)
+    return tmp_path / "r1"
+
+
+def test_run_inputs_of_a_run_directory(tmp_path):
+    """run_inputs gives each attempt's XML with the scanner that ran it, and select reads them."""
+    inputs = recover.run_inputs(recorded_run(tmp_path))
+    assert [(i.scanner, i.label, i.xml.name) for i in inputs] == [("scanner-a", "001-scanner-a", "scan.xml"),
+                                                                   ("scanner-b", "002-scanner-b", "scan.xml")]
+    assert recover.select(inputs).to_dict()["candidates"] == recover.select(PASS1).to_dict()["candidates"]
+    with pytest.raises(ScanfleetError, match=r"state\.json: no such run state; give the run's directory"):
+        recover.run_inputs(tmp_path)
+
+
+def test_command_line_plan_and_merge(tmp_path, capsys):
+    run_dir = recorded_run(tmp_path)
+    assert cli.main(["recover", "plan", str(run_dir)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "pass 2: 6 ports of 8 open (4 table, 1 tcpwrapped, 1 softmatch) in 2 jobs",
+        "pass2-001 scanner-a -p T:25,1337,2121,7001 -iL: 127.0.0.21",
+        "pass2-002 scanner-b -p T:25,587 -iL: 127.0.0.22"]
+    assert cli.main(["recover", "plan", str(run_dir), "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert [job["nmap_ports"] for job in planned["jobs"]] == ["T:25,1337,2121,7001", "T:25,587"]
+    out = tmp_path / "merged.xml"
+    assert cli.main(["recover", "merge", str(run_dir), "--pass2", *(str(p) for _, p in PASS2), "-o", str(out)]) == 0
+    assert capsys.readouterr().out == f"{out}: pass 2 named 2 of 6 ports\n"
+    assert cli.main(["recover", "plan", str(tmp_path)]) == 2
+    assert "scanfleet recover: error: " in capsys.readouterr().err
