@@ -12,6 +12,7 @@ each port REPEAT times, one after the other; the wall time of the nmap process a
 * ``stock``: Debian's nmap -sV, for comparison.
 
     bench/greeting_pause.py --patched .cache/build-test/trixie/prefix/bin/nmap --out bench/results/greeting_pause.json
+    bench/greeting_pause.py --patched .cache/build-test/bookworm/prefix/bin/nmap --variant fast --variant pass2-null
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def inside(args: argparse.Namespace) -> dict:
                         "pass2-full": (args.patched, merged, wait), "stock": (args.stock, None, {})}
             results = {}
             for name, (nmap, versiondb, env) in variants.items():
+                if args.variant and name not in args.variant:
+                    continue
                 for what, port in PORTS.items():
                     runs = [scan(nmap, port, versiondb, env, args.timeout) for _ in range(args.repeat)]
                     results[f"{name}/{what}"] = runs
@@ -93,6 +96,8 @@ def main() -> int:
     parser.add_argument("--wait-ms", type=int, default=6000, help="pass 2's SCANFLEET_SERVICE_WAIT_MS")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=300.0, help="a scan taking longer is recorded as such")
+    parser.add_argument("--variant", action="append", choices=("fast", "pass2-null", "pass2-full", "stock"),
+                        help="run only this variant (repeatable; default: all)")
     parser.add_argument("--out")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
