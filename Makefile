@@ -15,14 +15,14 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 # Debian packages: lab (debootstrap, apt proxy, iproute2: ip and tc for the faults; nftables: packet loss where
 # the kernel has no netem), controller-side tools (xmllint, xsltproc,
-# gpg, dpkg-source), stock nmap for comparisons, and the build dependencies of the nmap sources the
-# tests patch and compile (7.93: Lua 5.3 + PCRE; 7.95/7.991: Lua 5.4 + PCRE2).
+# gpg, dpkg-source), stock nmap for comparisons, nmap's ndiff (the tests check it reads the merged XML), and the
+# build dependencies of the nmap sources the tests patch and compile (7.93: Lua 5.3 + PCRE; 7.95/7.991: Lua 5.4 + PCRE2).
 APT_PACKAGES := python3 python3-venv python3-dev debootstrap apt-cacher-ng iproute2 util-linux \
-  nftables openssh-client libxml2-utils xsltproc gnupg dpkg-dev patch xz-utils bzip2 nmap libcap2-bin \
+  nftables openssh-client libxml2-utils xsltproc gnupg dpkg-dev patch xz-utils bzip2 nmap ndiff libcap2-bin \
   build-essential libpcap-dev libssl-dev zlib1g-dev libssh2-1-dev liblinear-dev lua-lpeg-dev \
   liblua5.3-dev liblua5.4-dev libpcre3-dev libpcre2-dev
 
-.PHONY: help deps venv controller ee lint unit build-test lab-test molecule bench bench-quick soak test demo lab-up lab-down provision clean
+.PHONY: help deps venv controller ee lint unit build-test lab-test molecule bench bench-quick bench-scale soak test demo lab-up lab-down provision clean
 
 help:
 	@echo "make demo | make test | make lint | make unit | make lab-up | make lab-down | make clean | make controller | make ee"
@@ -150,6 +150,15 @@ bench: bench-quick provision
 soak: provision
 	lab/targets.sh up
 	$(BIN)/python bench/soak.py --out bench/results/soak.json
+
+# The fleet at scale (issue 11; a benchmark, not in make test): the scale lab (lab/scale.sh up: the target hosts,
+# 10.78.0.0/22 and the /16 sweep space), then 1, 2 and 3 scanners one-phase and two-phase, stock nmap and the /16
+# sweep, all at one per-scanner cap (docs/benchmarks.md). BENCH_SCALE_ARGS: e.g. --cap 1000 --variants two_phase-1,...
+BENCH_SCALE_ARGS ?=
+bench-scale: provision
+	$(BIN)/pip install -q -r bench/requirements.txt -c constraints.txt
+	lab/scale.sh up
+	$(BIN)/python bench/fleet_scale.py $(BENCH_SCALE_ARGS)
 
 clean: lab-down
 	rm -rf .cache results

@@ -24,6 +24,9 @@ mount -t tmpfs -o mode=755 tmpfs "$root/run"
 mkdir -p "$root/run/sshd" "$root/run/lock"
 hostname "$name"
 echo "$name" > "$root/etc/hostname"
-printf '127.0.0.1 localhost\n%s %s\n' "$(ip -4 -o addr show dev eth0 | awk '{split($4, a, "/"); print a[1]}')" "$name" > "$root/etc/hosts"
+address=$(ip -4 -o addr show dev eth0 | awk '{split($4, a, "/"); print a[1]; exit}')
+printf '127.0.0.1 localhost\n%s %s\n' "$address" "$name" > "$root/etc/hosts"
 [ -f "$root/etc/ssh/ssh_host_ed25519_key" ] || chroot "$root" ssh-keygen -A >/dev/null
-exec chroot "$root" /usr/sbin/sshd -D -e
+# sshd listens on the host's lab address only: the scale lab's extra addresses (lab/scale.sh) carry the
+# host's services, not its management port (a "closed ports only" host must have nothing open there).
+exec chroot "$root" /usr/sbin/sshd -D -e -o "ListenAddress=$address"

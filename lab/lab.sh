@@ -17,6 +17,10 @@ LAB_DIR=${SCANFLEET_LAB_DIR:-/var/lib/scanfleet-lab}
 LAB_BRIDGE=${SCANFLEET_LAB_BRIDGE:-sfbr0}
 LAB_NET=${SCANFLEET_LAB_NET:-10.77.0}          # /24 prefix of the lab subnet
 LAB_GW="$LAB_NET.1"
+# The scale lab's space (lab/scale.sh, docs/lab.md "Scale lab"): on the same bridge, on-link in every lab host
+# (no gateway: a dead address is one that nothing answers ARP for). This machine itself gets an unreachable
+# route for it while the bridge is up, so nothing from outside the lab's namespaces is ever sent towards it.
+LAB_SCALE_NET=${SCANFLEET_LAB_SCALE_NET:-10.78.0.0/16}
 LAB_SUITE=${SCANFLEET_LAB_SUITE:-bookworm}
 ACNG_PORT=3142
 DEFAULT_HOSTS=("scanner1=$LAB_NET.11" "scanner2=$LAB_NET.12" "scanner3=$LAB_NET.13")
@@ -113,6 +117,7 @@ ensure_bridge() {
   addrs=$(ip -4 -o addr show dev "$LAB_BRIDGE")   # not piped into grep -q: under pipefail that races
   [[ "$addrs" == *"inet $LAB_GW/24"* ]] || ip addr add "$LAB_GW/24" dev "$LAB_BRIDGE"
   ip link set "$LAB_BRIDGE" up
+  ip route replace unreachable "$LAB_SCALE_NET"
 }
 
 ensure_proxy() {
@@ -194,7 +199,8 @@ host_up() {
   ip link set "$veth" master "$LAB_BRIDGE" up
   ip -n "$ns" addr add "$ip/24" dev eth0
   ip -n "$ns" link set lo up
-  ip -n "$ns" link set eth0 up   # no default route: only the lab subnet is reachable
+  ip -n "$ns" link set eth0 up   # no default route: only the lab subnet and the scale space are reachable
+  ip -n "$ns" route add "$LAB_SCALE_NET" dev eth0 scope link
   setsid ip netns exec "$ns" unshare --mount --uts --ipc --pid --fork --kill-child --propagation private \
     "$HERE/host-init.sh" "$BASE" "$dir" "$name" > "$dir/console.log" 2>&1 < /dev/null &
   record_pid $! "$dir/pid"
@@ -236,6 +242,7 @@ cmd_down() {
 lab_infra_down() {
   end_pid "$LAB_DIR/acng/pid" TERM
   ip link del "$LAB_BRIDGE" 2>/dev/null || true
+  ip route del unreachable "$LAB_SCALE_NET" 2>/dev/null || true
   log "bridge and apt proxy down"
 }
 

@@ -43,13 +43,15 @@ for name in sorted(inv.get("targets", {}).get("hosts", [])):
     for service in hv.get("targets_services", []):
         ports.update(hv["targets_service_ports"][service])
     ports.update(entry["port"] for entry in hv.get("targets_responder", []))
-    print(name, hv["ansible_host"], ",".join(str(p) for p in sorted(ports)))
+    r = hv.get("targets_scale_addresses")
+    scale = int(r["last"]) - int(r["first"]) + 1 if r else 0
+    print(name, hv["ansible_host"], ",".join(str(p) for p in sorted(ports)), scale)
 '
 }
 
 TABLE=$(target_table) || die "cannot read $INVENTORY"
 [ -n "$TABLE" ] || die "no hosts in group 'targets' of $INVENTORY"
-while read -r name ip _; do
+while read -r name ip _ _; do
   [[ "$name" =~ ^target-[a-z0-9-]+$ ]] || die "target host '$name' must be named target-*"
   [[ "$ip" =~ ^10\.77\.0\.([0-9]+)$ ]] && [ "${BASH_REMATCH[1]}" -ge 101 ] && [ "${BASH_REMATCH[1]}" -le 119 ] \
     || die "target host $name: $ip is not in 10.77.0.101-119"
@@ -64,7 +66,7 @@ cmd_up() {
   # shellcheck disable=SC2086  # one NAME=IP word per host
   # (once more on failure: lab.sh's bridge check can fail spuriously, "ipv4: Address already assigned")
   "$LAB" up $specs || { log "lab/lab.sh up failed; trying once more"; sleep 1; "$LAB" up $specs; }
-  ansible-playbook -i "$ROOT/inventory/lab" "$HERE/targets.yml"
+  ansible-playbook -i "$ROOT/inventory/lab" "$HERE/targets.yml" --limit targets
 }
 
 close_masters() {  # end the ssh masters of our own runs (only target hosts use $CP_DIR)
@@ -82,15 +84,18 @@ cmd_down() {
 }
 
 cmd_status() {
-  local state name ip ports port up down
+  local state name ip ports scale port up down have
   state=$("$LAB" status)
-  while read -r name ip ports; do
+  while read -r name ip ports scale; do
     if grep -q "^$name .* up$" <<< "$state"; then
       up=() down=()
       for port in ${ports//,/ }; do
         if listens "$ip" "$port"; then up+=("$port"); else down+=("$port"); fi
       done
-      echo "$name $ip up: ${#up[@]} port(s) listening${down[*]:+, NOT listening: ${down[*]}}"
+      # its addresses in the scale lab's space (lab/scale.sh), counted in its namespace
+      have=$(ip -n "sf-$name" -4 -o addr show dev eth0 2>/dev/null | grep -c ' inet 10\.78\.' || true)
+      echo "$name $ip up: ${#up[@]} port(s) listening${down[*]:+, NOT listening: ${down[*]}}$(
+        [ "$have" -ge "$scale" ] || echo ", scale addresses NOT all there ($have of $scale)")"
     else
       echo "$name $ip down"
     fi

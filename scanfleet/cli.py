@@ -24,6 +24,7 @@ NOUNS = {
     "run": "scanfleet.runcli",
     "merge": "scanfleet.report",
     "pairs": "scanfleet.pairs",
+    "diff": "scanfleet.diff",
     "recover": "scanfleet.recover",
 }
 

@@ -14,6 +14,10 @@ description:
     C(RESULTS/RUN_ID/merged.xml), validated with C(xmllint --dtdvalid) against O(dtd), and writes
     C(merged.json), C(merged.csv), C(merged.html) (C(xsltproc) with O(xsl)), C(summary.json) and
     C(summary.txt). Skipped (no change) when the inputs did not change since the last merge."
+  - "With O(compare_to), also compares the run with an earlier one (C(scanfleet.diff.run_changes)): hosts up or
+    down that were not, ports opened and closed, service, product or version changes, ports that became
+    identified or unidentified. Writes C(changes.json), C(changes.csv) and C(changes.txt) into the run's
+    directory only when they are not there yet for the same two merged XML files."
   - "Returns the summary lines (hosts up, open ports, identified and unidentified services, time per shard,
     coverage, what happened) and whether the run covers every target exactly once."
 extends_documentation_fragment:
@@ -34,6 +38,16 @@ options:
       every target address (up with open ports, up with none, down)."
     type: bool
     default: false
+  compare_to:
+    description:
+      - "The earlier run to compare the run with: a run id (a directory under O(results_dir)), or the path of a
+        run directory or of an nmap XML file."
+      - "An empty string: the latest earlier run with the same targets (the same targets fingerprint in its
+        C(state.json), created before this run, the one updated last); when there is none, RV(changes.lines)
+        says so, not an error."
+      - "V(none) or V(false): no comparison (RV(changes.lines) is empty). Not given: no comparison, and
+        RV(changes) is not returned."
+    type: str
 """
 
 EXAMPLES = r"""
@@ -44,6 +58,20 @@ EXAMPLES = r"""
     dtd: /usr/share/nmap/nmap.dtd
     xsl: /usr/share/nmap/nmap.xsl
   delegate_to: localhost
+  run_once: true
+
+- name: Merge, summarise, and compare with the latest earlier run of the same targets
+  scanfleet.fleet.scan_report:
+    results_dir: /srv/scanfleet/results
+    run_id: demo-2026-12-02
+    compare_to: ""
+  delegate_to: localhost
+  run_once: true
+  register: report
+
+- name: Show what changed
+  ansible.builtin.debug:
+    msg: "{{ report.changes.lines }}"
   run_once: true
 """
 
@@ -122,6 +150,54 @@ inputs:
   elements: str
   returned: success
   sample: [001-scanner1, 002-scanner2, 003-scanner3]
+changes:
+  description: The changes since the earlier run (O(compare_to) given and not V(none)/V(false)).
+  type: dict
+  returned: when O(compare_to) is given
+  sample:
+    changed: true
+    compared_to: demo-2026-12-01
+    old: /srv/scanfleet/results/demo-2026-12-01/merged.xml
+    lines: ["changes since demo-2026-12-01: 1 host up, 0 down, 1 port opened, 0 closed, 0 services changed,
+      0 identified, 0 unidentified", "  10.77.0.104: host up (was down)",
+      "  10.77.0.104:8080/tcp: opened (was host down): http nginx 1.22.1"]
+    counts: {host_up: 1, host_down: 0, port_opened: 1, port_closed: 0, identified: 0, unidentified: 0,
+             service_changed: 0}
+    files: {json: /srv/scanfleet/results/demo/changes.json, csv: /srv/scanfleet/results/demo/changes.csv,
+            txt: /srv/scanfleet/results/demo/changes.txt}
+  contains:
+    changed:
+      description: changes.json, .csv and .txt were written (in check mode, would be).
+      type: bool
+      sample: true
+    compared_to:
+      description: The earlier run's id (or the XML file's path); null when there is none to compare to.
+      type: str
+      sample: demo-2026-12-01
+    old:
+      description: The earlier run's nmap XML file; null when there is none.
+      type: str
+      sample: /srv/scanfleet/results/demo-2026-12-01/merged.xml
+    lines:
+      description: The summary line and at most 20 changes (changes.txt has them all); empty when the run has no
+        merged.xml yet.
+      type: list
+      elements: str
+      sample:
+        - "changes since demo-2026-12-01: 1 host up, 0 down, 1 port opened, 0 closed, 0 services changed,
+          0 identified, 0 unidentified"
+        - "  10.77.0.104: host up (was down)"
+        - "  10.77.0.104:8080/tcp: opened (was host down): http nginx 1.22.1"
+    counts:
+      description: Changes by kind (null when there is nothing to compare to).
+      type: dict
+      sample: {host_up: 1, host_down: 0, port_opened: 1, port_closed: 0, identified: 0, unidentified: 0,
+               service_changed: 0}
+    files:
+      description: The files written (null when there is nothing to compare to).
+      type: dict
+      sample: {json: /srv/scanfleet/results/demo/changes.json, csv: /srv/scanfleet/results/demo/changes.csv,
+               txt: /srv/scanfleet/results/demo/changes.txt}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -135,6 +211,7 @@ def main() -> None:
             "dtd": {"type": "path", "default": ""},
             "xsl": {"type": "path", "default": ""},
             "two_phase": {"type": "bool", "default": False},
+            "compare_to": {"type": "str"},
         },
         supports_check_mode=True,
     )
@@ -144,6 +221,10 @@ def main() -> None:
         result = sfrun.report_run(results=p["results_dir"], run_id=p["run_id"], dtd=p["dtd"] or None,
                                   xsl=p["xsl"] or None, two_phase=p["two_phase"],
                                   write=not module.check_mode)
+        if p["compare_to"] is not None:
+            result["changes"] = load(module, "diff").run_changes(
+                results=p["results_dir"], run_id=p["run_id"], compare_to=p["compare_to"], write=not module.check_mode)
+            result["changed"] = result["changed"] or result["changes"]["changed"]
     module.exit_json(**result)
 
 

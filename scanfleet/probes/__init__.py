@@ -92,6 +92,7 @@ Command line::
                            [--totalwaitms MS] [--tcpwrappedms MS] -o OUT [--nmap BIN]
     scanfleet probes check [--stock FILE] FILE...       (FILE *.probes: rule file, else full file)
     scanfleet probes validate --nmap BIN FILE
+    scanfleet probes harvest RUN_DIR_OR_MERGED_XML [--out FILE] [--json]   (see scanfleet.probes.harvest)
     scanfleet probes null-only FILE -o OUT [--nmap BIN]  (pass 2 of a scan: :mod:`scanfleet.probes.null_only`)
 """
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from scanfleet import ScanfleetError
+from scanfleet.probes import harvest as hv
 from scanfleet.probes.check import Problem, precheck_file, precheck_rules
 from scanfleet.probes.merging import merge, merge_files, write_merged
 from scanfleet.probes.model import Origin
@@ -57,6 +59,19 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_harvest(args: argparse.Namespace) -> int:
+    result = hv.harvest(args.source)
+    out = args.out or (str(Path(args.source) / hv.HARVEST_FILE) if Path(args.source).is_dir() else hv.HARVEST_FILE)
+    changed = hv.write_harvest(result, out)
+    if args.json:
+        print(hv.dumps(result))
+    else:
+        for line in hv.summary_lines(result):
+            print(line)
+        print(f"{out}: {'written' if changed else 'unchanged'}; review it before copying rules into files/probes/")
+    return 0
+
+
 def _cmd_null_only(args: argparse.Namespace) -> int:
     print(write_null_only(args.file, args.output, args.nmap) + (f", accepted by {args.nmap}" if args.nmap else ""))
     return 0
@@ -93,6 +108,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v.add_argument("--nmap", required=True, metavar="BIN", help="nmap binary")
     v.add_argument("file", metavar="FILE")
     v.set_defaults(func=_cmd_validate)
+
+    h = cmds.add_parser("harvest", help="draft match rules from the services a run could not name",
+                        description="Group the replies of the unidentified services of a run (their servicefp) "
+                                    "and write a draft match/softmatch line per group, checked, for review.")
+    h.add_argument("source", metavar="RUN_DIR_OR_MERGED_XML",
+                   help="a run directory (its merged.xml) or an nmap XML file")
+    h.add_argument("--out", metavar="FILE",
+                   help="rule file to write (default: RUN_DIR/harvest.probes, or ./harvest.probes for an XML file)")
+    h.add_argument("--json", action="store_true", help="print the groups and drafts as JSON")
+    h.set_defaults(func=_cmd_harvest)
 
     n = cmds.add_parser("null-only", help="the probes file of a scan's second pass: the NULL probe alone",
                         description="Write FILE's preamble and NULL probe (every match and softmatch line of it, "

@@ -73,7 +73,9 @@ def test_scan_and_report():
     assert report == ["Fetch nmap.dtd and nmap.xsl of the build (validation and HTML of the merged report)",
                       "Merge the results into merged.xml (validated), merged.json, merged.csv and merged.html",
                       "Show the summary of the run",
-                      "Fail unless every target address was scanned exactly once"]
+                      "Show what changed since the earlier run",
+                      "Fail unless every target address was scanned exactly once",
+                      "Draft match rules from the unnamed services into harvest.probes"]
     rest = [name for _, name, _ in listed("scan.yml", "--skip-tags", "report")]
     assert not set(rest) & set(report)
     assert "End any job of this run still running on the scanners" in rest
