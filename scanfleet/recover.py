@@ -49,25 +49,34 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from scanfleet import ScanfleetError
+from scanfleet import ScanfleetError, twophase
 from scanfleet.collect import merge_inputs
+from scanfleet.files import atomic_write
 from scanfleet.merge import ShardReport, _children, host_key, is_identified
 from scanfleet.pairs import (
     DEFAULT_JOB_COST,
     GROUPINGS,
     Job,
     PairMap,
+    PhaseTwoState,
     _labelled,
+    encode_map,
     group_jobs,
+    job_view,
+    load_phase2,
     merge_two_phase,
+    phase2_inputs,
+    record_phase2,
+    save_phase2,
     write_residual,
 )
-from scanfleet.state import counted, load_state, private_dir
+from scanfleet.state import counted, load_state, private_dir, run_dir
 
 PROTOCOLS = ("tcp",)
 REASONS = ("none", "table", "tcpwrapped", "unknown", "softmatch")
@@ -275,10 +284,174 @@ def merge(pass1: Sequence[Pass1Input], pass2: Sequence[tuple[str, Path]], out: s
     total = len(selection.candidates)
     result["recover"] = {
         "ports": total, "named": len(named), "reasons": selection.reasons(),
-        "line": f"pass 2 named {len(named)} of {counted(total, 'port')}",
+        "line": f"pass 2 named {len(named)} of {counted(total, 'unnamed port')}",
         "named_ports": [dataclasses.asdict(n) for n in named.values()],
     }
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# A run's pass 2 (the nmap_scan role, through the scan_recover module): RESULTS/RUN_ID/pass2/
+#
+# pass2/selection.json holds the ports pass 2 scans (:func:`select`, once: a resumed pass 2 keeps them), and
+# pass2/phase2.json its jobs, in the phase-2 state of :mod:`scanfleet.pairs` (its recording, fetch checks and
+# merge inputs are reused as they are); the fetched outputs go to pass2/HOST/JOB_ID/. Unlike phase 2, a pass-2
+# job is never handed to another scanner (the ports are that scanner's view): a job whose scanner is not
+# available waits for a later run of the same run id, and one that failed or whose scanner was lost while it ran
+# is recorded so; either way its ports keep their fast-pass entries (reported unnamed, never dropped).
+
+PASS2_DIR = "pass2"
+SELECTION_FILE = "selection.json"
+# options of pass 2 left out of the user's service-scan options: it reruns the banner wait, not the scripts
+_PASS2_DROP = ("-sV", "-sC", "-A", "-O", "--traceroute", "--osscan-limit", "--osscan-guess", "--fuzzy")
+_PASS2_DROP_PREFIXES = ("--script", "--osscan-", "--max-os-tries")
+
+
+def wants_service_scan(options: Sequence[str]) -> bool:
+    """True when the scan's nmap OPTIONS run the service scan (``-sV`` or ``-A``): only then has pass 2 a use."""
+    return any(str(o) in ("-sV", "-A") for o in options)
+
+
+def pass2_options(options: Sequence[str]) -> list[str]:
+    """The nmap options of pass 2 from the scan's OPTIONS: the service-scan options of a two-phase scan (no
+    ``-p``, no host discovery, ``-Pn``: :func:`scanfleet.twophase.phase_options`) without scripts, OS detection
+    and traceroute (``-A`` becomes ``-sV``), and ``-sV``."""
+    service = twophase.phase_options(options, "service")
+    out, skip = [], False
+    for option in service:
+        if skip:
+            skip = False
+            continue
+        name = option.split("=", 1)[0]
+        if name in ("--script", "--script-args", "--script-args-file", "--script-timeout", "--max-os-tries") \
+                and "=" not in option:
+            skip = True
+            continue
+        if option in _PASS2_DROP or name.startswith(_PASS2_DROP_PREFIXES):
+            continue
+        out.append(option)
+    return [*out, "-sV"]
+
+
+def fast_inputs(results: str | Path, run_id: str, *, two_phase: bool = False) -> list[Pass1Input]:
+    """The fast pass's nmap XML with the service scan, and the scanner of each: the run's attempts
+    (:func:`run_inputs`), or in a two-phase run its recorded phase-2 jobs (phase 1 ran no service scan)."""
+    directory = run_dir(Path(results), run_id)
+    if not two_phase:
+        return run_inputs(directory)
+    state = load_phase2(directory / twophase.PHASE2_DIR)
+    if state is None:
+        raise ScanfleetError(f"{directory / twophase.PHASE2_DIR}: no phase-2 state; pass 2 of a two-phase run "
+                             "follows its phase 2 (re-run the same command to finish it)")
+    hosts = {j.id: j.host for j in state.jobs}
+    return [Pass1Input(hosts[label], label, path) for label, path in phase2_inputs(state)]
+
+
+def pass2_dir(results: str | Path, run_id: str) -> Path:
+    return run_dir(Path(results), run_id) / PASS2_DIR
+
+
+def load_selection(directory: str | Path) -> Selection | None:
+    """The selection saved in DIRECTORY (a run's pass2/), None when there is none."""
+    path = Path(directory) / SELECTION_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Selection([Candidate(**c) for c in data["candidates"]], int(data["open_ports"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ScanfleetError(f"{path}: not a pass-2 selection ({exc}); move the run's pass2/ away to plan pass 2 "
+                             "afresh") from None
+
+
+def _job_rate(jobs: int, rate_budget: Any, rate_cap: Any) -> int | None:
+    """Each pass-2 job's --max-rate: the fleet's budget split evenly over the jobs (never above the per-scanner
+    cap, at least 1: nmap's smallest rate), None without a budget or cap. Both were checked with the scan's."""
+    limits = [int(v) for v in (int(rate_budget) // max(jobs, 1) if rate_budget else None, rate_cap) if v is not None]
+    return max(1, min(limits)) if limits else None
+
+
+def plan_run(*, results: str | Path, run_id: str, available: Sequence[str], unavailable: Mapping[str, str],
+             two_phase: bool = False, options: Sequence[str] = (), wait_ms: Any = DEFAULT_WAIT_MS,
+             rate_budget: Any = None, rate_cap: Any = None, write: bool = True,
+             now: float | None = None) -> dict[str, Any]:
+    """Plan (once) or resume the run's pass 2: select the ports (:func:`select` of :func:`fast_inputs`), group
+    them into jobs per scanner (:func:`plan`) and save both in ``RUN/pass2``. A job is never handed to another
+    scanner: one whose scanner is not AVAILABLE (UNAVAILABLE says why) waits, unrun, for a later run of the same
+    run id, and its ports keep the fast pass's entries meanwhile.
+    Returns the jobs to run per scanner (``assignments``, as the phase-2 plan gives them), the pass-2 nmap
+    ``options`` and ``environment`` (WAIT_MS checked first: nothing is planned with a bad wait), and lines."""
+    environment = wait_environment(wait_ms)
+    now = time.time() if now is None else now
+    directory = pass2_dir(results, run_id)
+    state = load_phase2(directory)
+    selection = load_selection(directory) if state is not None else None
+    changed = False
+    if state is None or selection is None:
+        selection = select(fast_inputs(results, run_id, two_phase=two_phase))
+        jobs = plan(selection)
+        rate = _job_rate(len(jobs), rate_budget, rate_cap)
+        for job in jobs:
+            job.created, job.max_rate = now, rate
+        pairs = {a: {p: set(ports) for p, ports in m.items()} for m in selection.pairs().values()
+                 for a, m in m.items()}
+        state = PhaseTwoState(pairs=encode_map(pairs), targets=[], created=now, updated=now, seq=len(jobs),
+                              jobs=jobs)
+        state.events.append({"time": now, "text": f"pass 2 planned: {counted(len(selection.candidates), 'port')} "
+                                                  f"of {selection.open_ports} open in {counted(len(jobs), 'job')}"})
+        changed = True
+    up = set(available)
+    running = [j for j in state.jobs if j.status == "assigned"]
+    waiting = [j for j in running if j.host not in up]
+    if write and changed:
+        private_dir(directory)
+        with atomic_write(directory / SELECTION_FILE, mode=0o600) as f:
+            json.dump(selection.to_dict(), f, indent=1, sort_keys=True)
+            f.write("\n")
+        save_phase2(directory, state)
+    reasons = ", ".join(f"{n} {r}" for r, n in selection.reasons().items() if n)
+    lines = [f"pass 2: {counted(len(selection.candidates), 'port')} of {selection.open_ports} open left unnamed "
+             f"by the fast pass" + (f" ({reasons})" if reasons else "") + f", {counted(len(state.jobs), 'job')}, "
+             f"banner wait {environment[SERVICE_WAIT_VAR]} ms"]
+    lines += [f"{j.host}: {j.id} -p {j.nmap_ports} -iL {' '.join(j.lines)}"
+              + (f" --max-rate {j.max_rate}" if j.max_rate else "") for j in running if j.host in up]
+    lines += [f"pass-2 job {j.id} not run now: {j.host} {unavailable.get(j.host, 'not available')}; its "
+              f"{counted(j.size, 'port')} keep the fast pass's entries until a run of the same run id runs it"
+              for j in waiting]
+    total = len(selection.candidates)
+    done = sum(j.size for j in state.jobs if j.status != "assigned")
+    return {"changed": changed, "dir": str(directory), "lines": lines, "options": pass2_options(options),
+            "environment": environment, "ports": total, "reasons": selection.reasons(),
+            "assignments": {h: [job_view(j) for j in running if j.host == h] for h in sorted(up)},
+            "total": total, "covered": done, "done": not running, "waiting": [j.id for j in waiting]}
+
+
+def record_run(*, results: str | Path, run_id: str, outcomes: Sequence[Mapping[str, Any]], write: bool = True,
+               now: float | None = None) -> dict[str, Any]:
+    """Record the run's pass-2 jobs (:func:`scanfleet.pairs.record_phase2` in ``RUN/pass2``: the fetched XML
+    checked against the sha256 the scanner reported). A job that failed or was lost is not run again: its ports
+    keep the fast pass's entries. Returns the notes, the scanners lost and ``pending`` (jobs still assigned)."""
+    result = record_phase2(directory=pass2_dir(results, run_id), outcomes=outcomes, write=write, now=now)
+    notes = [note.replace("are planned again", "keep the fast pass's entries") for note in result["notes"]]
+    return {**result, "notes": notes,
+            "pending": sorted(j for j, status in result["statuses"].items() if status == "assigned")}
+
+
+def run_pass2(results: str | Path, run_id: str) -> tuple[Selection, list[tuple[str, Path]]] | None:
+    """The run's pass-2 selection and the (job id, XML) of its recorded jobs, None when it has no pass 2."""
+    directory = pass2_dir(results, run_id)
+    state = load_phase2(directory)
+    selection = load_selection(directory)
+    if state is None or selection is None:
+        return None
+    return selection, phase2_inputs(state)
+
+
+def merge_fast(fast_xml: str | Path, selection: Selection, pass2: Sequence[tuple[str, Path]], out: str | Path, *,
+               dtd: Path | None = None, stylesheet: str | None = None) -> dict[str, Any]:
+    """:func:`merge` of the fast pass's merged report FAST_XML (one input: every port once already) and PASS2."""
+    return merge([Pass1Input("", "fast", Path(fast_xml))], pass2, out, selection=selection, dtd=dtd,
+                 stylesheet=stylesheet)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def test_merge_replaces_the_ports_pass_2_named_and_keeps_the_others(tmp_path, nm
     out = tmp_path / "merged.xml"
     result = recover.merge(PASS1, PASS2, out, dtd=nmap_dtd)
     summary = result["recover"]
-    assert summary["line"] == "pass 2 named 2 of 6 ports"
+    assert summary["line"] == "pass 2 named 2 of 6 unnamed ports"
     assert (summary["named"], summary["ports"]) == (2, 6)
     assert {(n["address"], n["port"]) for n in summary["named_ports"]} == {(A, 25), (B, 25)}
 
@@ -133,7 +133,7 @@ def test_a_pass_2_entry_of_a_port_not_selected_is_never_used(tmp_path):
     only_b = recover.Selection([c for c in selection.candidates if c.address == B], selection.open_ports)
     out = tmp_path / "merged.xml"
     result = recover.merge(PASS1, PASS2, out, selection=only_b)
-    assert result["recover"]["line"] == "pass 2 named 1 of 2 ports"
+    assert result["recover"]["line"] == "pass 2 named 1 of 2 unnamed ports"
     merged = services(out)
     assert service(merged[(A, "tcp", 25)]) == {"name": "smtp", "method": "table", "conf": "3"}
     assert service(merged[(B, "tcp", 25)])["product"] == "Exim smtpd"
@@ -209,6 +209,6 @@ def test_command_line_plan_and_merge(tmp_path, capsys):
     assert [job["nmap_ports"] for job in planned["jobs"]] == ["T:25,1337,2121,7001", "T:25,587"]
     out = tmp_path / "merged.xml"
     assert cli.main(["recover", "merge", str(run_dir), "--pass2", *(str(p) for _, p in PASS2), "-o", str(out)]) == 0
-    assert capsys.readouterr().out == f"{out}: pass 2 named 2 of 6 ports\n"
+    assert capsys.readouterr().out == f"{out}: pass 2 named 2 of 6 unnamed ports\n"
     assert cli.main(["recover", "plan", str(tmp_path)]) == 2
     assert "scanfleet recover: error: " in capsys.readouterr().err
