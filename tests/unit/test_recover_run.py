@@ -5,6 +5,7 @@ scanners and the pass-2 jobs the planner plans from it) and tests/fixtures/xml/t
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from scanfleet import ScanfleetError, files, pairs, probes, recover, report
-from tests.conftest import ROOT
+from scanfleet import ScanfleetError, collect, files, pairs, probes, recover, report
+from scanfleet import plan as runplan
+from tests.conftest import ROOT, required_tool
 from tests.unit.test_adapters import env
 from tests.unit.test_probes import stock_path  # noqa: F401 (fixture)
-from tests.unit.test_recover import RECOVER, A, B, recorded_run, service, services
+from tests.unit.test_recover import PASS1, RECOVER, A, B, recorded_run, service, services
 from tests.unit.test_twophase import fetch_and_record, phase1_run, plan_round
 
 OPTIONS = ["--privileged", "-T4", "-p", "1-1024", "-sS", "-sV", "-v", "--script-timeout", "10s", "-sC", "-O",
@@ -253,3 +255,133 @@ def test_the_probes_module_cuts_the_null_only_file_once(tmp_path, stock_path):  
     no_null.write_text("Probe TCP GetRequest q|GET / HTTP/1.0\\r\\n\\r\\n|\nmatch http m|^HTTP/1|\n")
     refused = run_module("probes", {**args, "source": str(no_null)}, tmp_path)
     assert refused["rc"] != 0 and f"{no_null}: no 'Probe TCP NULL q||' section" in refused["msg"]
+
+
+# ---- pass 2 through Ansible: the role's recover.yml on localhost, nmap on loopback in a private namespace -----
+
+RECOVER_PLAY = """
+- hosts: all
+  connection: local
+  gather_facts: false
+  vars:
+    nmap_scan_results_dir: "{results}"
+    nmap_scan_remote_dir: "{remote}"
+    nmap_scan_nmap: "{nmap}"
+    nmap_scan_versiondb: ""
+    nmap_scan_recover_versiondb: "{null_only}"
+    nmap_scan_recover_wait_ms: 2500
+    nmap_scan_user: root
+    nmap_scan_group: root
+    nmap_scan_options: [-sT, -sV, -n, --script, banner]
+    nmap_scan_poll_interval: 1
+    nmap_scan_stats_every: 1
+    scanfleet_scope: [127.0.0.0/24]
+  tasks:
+    - name: The facts the role's earlier steps set
+      ansible.builtin.set_fact:
+        __nmap_scan_run: r1
+        __nmap_scan_dir: "{results}/r1"
+        __nmap_scan_session: s2
+        __nmap_scan_scanners: {{localhost: {{capacity: 1, build: {build}}}}}
+        __nmap_scan_unavailable: {{}}
+        __nmap_scan_lost: {{}}
+    - name: Pass 2
+      ansible.builtin.include_role:
+        name: scanfleet.fleet.nmap_scan
+        tasks_from: recover.yml
+    - name: Show
+      ansible.builtin.debug:
+        msg: "RESULT {{{{ __nmap_scan_recover_record | default({{}}) | to_json }}}} END"
+"""
+
+LISTENERS = ROOT / "tests" / "fixtures" / "xml" / "listeners.py"
+EXIM = "220 mail21.fixture.test ESMTP Exim 4.96 Wed, 02 Dec 2026 04:00:00 +0000"
+
+
+def localhost_run(results: Path) -> Path:
+    """The fast pass of 127.0.0.21 (the fixture pass1-a: Exim behind its pause as 'smtp' from the port table)
+    recorded as the role records it, scanned by the scanner 'localhost'."""
+    plan = runplan.build_plan(targets=["127.0.0.21"], scope=["127.0.0.0/24"], resolver={})
+    runplan.plan_run(results=results, run_id="r1", plan=plan, options=["-sV"], weights={"localhost": 1},
+                     available=["localhost"], unavailable={}, session="s", round_no=1, now=1.0)
+    target = results / "r1" / "localhost" / "001-localhost" / "scan.xml"
+    target.parent.mkdir(parents=True)
+    shutil.copy(PASS1[0].xml, target)
+    collect.record_run(results=results, run_id="r1", session="s", now=2.0, outcomes=[
+        {"id": "001-localhost", "outcome": "finished", "files": {"scan.xml": files.sha256_file(target)}}])
+    return results / "r1"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the job module runs as root (become): it chowns the job's "
+                                              "directories")
+def test_pass_2_runs_through_the_role_and_names_the_exim_behind_its_pause(tmp_path, nmap_dtd):
+    """roles/nmap_scan/tasks/recover.yml through ansible-playbook: pass 2 of a recorded fast pass planned for the
+    scanner that scanned the ports, started by scan_job with the NULL-only file, -p of its ports and the wait in
+    nmap's environment, waited for, fetched, recorded; the report names the Exim. Run again: nothing is started.
+    A build without runtime waits: one warning, no pass 2. Debian's nmap (through a wrapper that records the
+    environment it got) scans loopback only, inside a private network namespace, with a listener greeting 1 s
+    after the connection."""
+    stock = required_tool("nmap", "nmap")
+    required_tool("unshare", "util-linux")
+    results = tmp_path / "results"
+    results.mkdir()
+    run = localhost_run(results)
+    remote = tmp_path / "remote"
+    remote.mkdir(mode=0o755)
+    seen = tmp_path / "seen-wait"
+    wrapper = tmp_path / "nmap"
+    wrapper.write_text(f'#!/bin/sh\necho "${{SCANFLEET_SERVICE_WAIT_MS:-unset}}" >> {seen}\nexec {stock} "$@"\n')
+    wrapper.chmod(0o755)
+    null_only = tmp_path / "nmap-service-probes.null-only"
+    probes.write_null_only(Path(stock).resolve().parent.parent / "share" / "nmap" / "nmap-service-probes", null_only)
+    collections = tmp_path / "collections" / "ansible_collections" / "scanfleet"
+    collections.mkdir(parents=True)
+    (collections / "fleet").symlink_to(ROOT)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(tmp_path / "collections"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="default",
+               PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    listeners = " ".join(f"'{spec}'" for spec in (f"pause:127.0.0.21:25:1:{EXIM}", "silent:127.0.0.21:1337",
+                                                  "banner:127.0.0.21:2121:220 scanfleet ftp service ready",
+                                                  "close:127.0.0.21:7001"))
+    script = (f"ip link set lo up && {{ {sys.executable} {LISTENERS} {listeners} > {tmp_path}/ready & pid=$!; }} && "
+              f"for i in $(seq 100); do grep -q ready {tmp_path}/ready 2>/dev/null && break; sleep 0.1; done; "
+              'ansible-playbook "$@"; rc=$?; kill "$pid"; exit "$rc"')
+
+    def play(build: str) -> str:
+        playbook = tmp_path / "play.yml"
+        playbook.write_text(RECOVER_PLAY.format(results=results, remote=remote, nmap=wrapper, null_only=null_only,
+                                                build=build))
+        proc = subprocess.run(["unshare", "-n", "sh", "-c", script, "sh", "-i", "localhost,", "-e",
+                               f"ansible_python_interpreter={sys.executable}", str(playbook)],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, check=False, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    without = play("{}")
+    assert "WARNING: no pass 2 (recovery of slow banners) on localhost: the nmap build there has no runtime " \
+           "waits" in " ".join(without.split())
+    assert not (run / "pass2").exists() and not seen.exists()
+
+    output = play("{runtime_waits: true}")
+    assert "pass 2: 4 ports of 5 open left unnamed by the fast pass" in output
+    state = pairs.load_phase2(run / "pass2")
+    assert [(j.id, j.status, j.nmap_ports) for j in state.jobs] == [("pass2-001", "finished", "T:25,1337,2121,7001")]
+    argv = json.loads((remote / "r1" / "pass2-001" / "job.json").read_text())["argv"]
+    assert argv[argv.index("--versiondb") + 1] == str(null_only) and "-Pn" in argv and "banner" not in argv
+    assert seen.read_text() == "2500\n"  # the wait reached nmap's environment
+    assert (run / "pass2" / "localhost" / "pass2-001" / "scan.xml").is_file()
+
+    result = report.report_run(results=results, run_id="r1", dtd=str(nmap_dtd), now=9.0)
+    assert result["validated"] and result["recover"]["line"] == "pass 2 named 1 of 4 unnamed ports"
+    merged = services(run / "merged.xml")
+    assert set(merged) == set(services(PASS1[0].xml))
+    exim = service(merged[(A, "tcp", 25)])
+    assert (exim["product"], exim["version"], exim["hostname"]) == ("Exim smtpd", "4.96", "mail21.fixture.test")
+
+    again = play("{runtime_waits: true}")  # a finished pass 2: nothing planned, started or recorded
+    assert result_of(again)["recorded"] == [] and seen.read_text() == "2500\n"
+    assert pairs.load_phase2(run / "pass2").to_dict() == state.to_dict()
+
+
+def result_of(output: str) -> dict:  # the debug line may be wrapped inside strings
+    return json.loads(output.split("RESULT ", 1)[1].split(" END", 1)[0], strict=False)
