@@ -347,12 +347,12 @@ def test_pass_2_runs_through_the_role_and_names_the_exim_behind_its_pause(tmp_pa
               f"for i in $(seq 100); do grep -q ready {tmp_path}/ready 2>/dev/null && break; sleep 0.1; done; "
               'ansible-playbook "$@"; rc=$?; kill "$pid"; exit "$rc"')
 
-    def play(build: str) -> str:
+    def play(build: str, *extra: str) -> str:
         playbook = tmp_path / "play.yml"
         playbook.write_text(RECOVER_PLAY.format(results=results, remote=remote, nmap=wrapper, null_only=null_only,
                                                 build=build))
         proc = subprocess.run(["unshare", "-n", "sh", "-c", script, "sh", "-i", "localhost,", "-e",
-                               f"ansible_python_interpreter={sys.executable}", str(playbook)],
+                               f"ansible_python_interpreter={sys.executable}", *extra, str(playbook)],
                               capture_output=True, text=True, env=env, cwd=tmp_path, check=False, timeout=600)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
@@ -379,7 +379,10 @@ def test_pass_2_runs_through_the_role_and_names_the_exim_behind_its_pause(tmp_pa
     assert (exim["product"], exim["version"], exim["hostname"]) == ("Exim smtpd", "4.96", "mail21.fixture.test")
 
     again = play("{runtime_waits: true}")  # a finished pass 2: nothing planned, started or recorded
-    assert result_of(again)["recorded"] == [] and seen.read_text() == "2500\n"
+    assert result_of(again)["recorded"] == [] and "changed=0" in again and seen.read_text() == "2500\n"
+    assert pairs.load_phase2(run / "pass2").to_dict() == state.to_dict()
+    checked = play("{runtime_waits: true}", "--check")  # check mode: nothing started, recorded or changed
+    assert "changed=0" in checked and seen.read_text() == "2500\n"
     assert pairs.load_phase2(run / "pass2").to_dict() == state.to_dict()
 
 
