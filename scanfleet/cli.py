@@ -2,7 +2,8 @@
 
 One command per noun, along the data path: ``source`` (nmap sources), ``probes`` (service probes files),
 ``targets`` (targets and scope), ``run`` (plan a run, a run's status), ``merge`` (the shards' nmap XML into
-one report), ``pairs`` (two-phase scanning: phase-1 pairs, phase-2 jobs, their merge). Each noun's module
+one report), ``pairs`` (two-phase scanning: phase-1 pairs, phase-2 jobs, their merge), ``recover`` (pass 2
+of a scan: the open ports pass 1 left unidentified, its jobs, its merge). Each noun's module
 registers it through a ``register(subparsers)`` function; a command sets ``func`` to a callable taking the
 parsed args and returning an exit code. A module that cannot be imported is an error, never skipped.
 """
@@ -24,6 +25,7 @@ NOUNS = {
     "merge": "scanfleet.report",
     "pairs": "scanfleet.pairs",
     "diff": "scanfleet.diff",
+    "recover": "scanfleet.recover",
 }
 
 

@@ -799,9 +799,11 @@ def phase2_ports(files: Sequence[Path]) -> dict[str, set[tuple[str, int]]]:
     return out
 
 
-def write_residual(source: Path, out: Path, replaced: Mapping[str, set[tuple[str, int]]]) -> int:
-    """Copy the phase-1 nmap XML SOURCE to OUT without the ports that phase 2 REPLACED; a truncated SOURCE
-    stays truncated (its complete elements are copied, no closing tag). Returns the ports left out."""
+def write_residual(source: Path, out: Path, replaced: Mapping[str, set[tuple[str, int]]], *,
+                   extraports: bool = True) -> int:
+    """Copy the phase-1 nmap XML SOURCE to OUT without the ports that phase 2 REPLACED (and, EXTRAPORTS false,
+    without any host's ``<extraports>``); a truncated SOURCE stays truncated (its complete elements are copied, no
+    closing tag). Returns the ports left out."""
     report = ShardReport(path=source, label=str(source))
     dropped = 0
     with atomic_write(out) as f:
@@ -812,6 +814,8 @@ def write_residual(source: Path, out: Path, replaced: Mapping[str, set[tuple[str
             if elem.tag == "host":
                 gone = replaced.get(host_key(elem) or "", set())
                 ports = elem.find("ports")
+                for group in list(ports.findall("extraports")) if ports is not None and not extraports else ():
+                    ports.remove(group)
                 for port in list(ports.findall("port")) if ports is not None and gone else ():
                     if (port.get("protocol", "tcp"), int(port.get("portid", "0"))) in gone:
                         ports.remove(port)
@@ -844,9 +848,11 @@ def merge_run(run_dir: str | Path, phase2_dir: str | Path, out: str | Path, *, d
 
 
 def merge_two_phase(phase1: Sequence[tuple[str, Path]], phase2: Sequence[tuple[str, Path]], out: str | Path, *,
-                    dtd: Path | None = None, stylesheet: str | None = None) -> dict[str, Any]:
+                    dtd: Path | None = None, stylesheet: str | None = None,
+                    stages: tuple[str, str] = ("phase1", "phase2")) -> dict[str, Any]:
     """Merge PHASE1 and PHASE2 (label, nmap XML) into OUT (rules in the module docstring); the phase-1
-    copies go to OUT's directory, ``phase1-residual/LABEL.xml``."""
+    copies go to OUT's directory, ``phase1-residual/LABEL.xml``. STAGES names the two in labels and that
+    directory (:mod:`scanfleet.recover` merges a scan's pass 2 the same way)."""
     out = Path(out)
     if not phase1:
         raise ScanfleetError("two-phase merge: no phase-1 XML given; pass the discovery shards' nmap XML")
@@ -854,7 +860,7 @@ def merge_two_phase(phase1: Sequence[tuple[str, Path]], phase2: Sequence[tuple[s
         if not Path(path).is_file():
             raise ScanfleetError(f"{path}: no such file; check the path of the shard's nmap .xml")
     replaced = phase2_ports([Path(p) for _, p in phase2])
-    residual_dir = out.parent / "phase1-residual"
+    residual_dir = out.parent / f"{stages[0]}-residual"
     private_dir(residual_dir)
     inputs, labels = [], []
     dropped = 0
@@ -862,10 +868,10 @@ def merge_two_phase(phase1: Sequence[tuple[str, Path]], phase2: Sequence[tuple[s
         copy = residual_dir / f"{label}.xml"
         dropped += write_residual(Path(path), copy, replaced)
         inputs.append(copy)
-        labels.append(f"phase1/{label}")
+        labels.append(f"{stages[0]}/{label}")
     for label, path in phase2:
         inputs.append(Path(path))
-        labels.append(f"phase2/{label}")
+        labels.append(f"{stages[1]}/{label}")
     result = merge_xml(inputs, out, labels=labels, dtd=dtd, stylesheet=stylesheet)
     return {**result.to_dict(), "replaced_ports": dropped}
 

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scanfleet import ScanfleetError, page, pairs, twophase
+from scanfleet import ScanfleetError, page, pairs, recover, twophase
 from scanfleet.collect import XML, coverage, merge_inputs
 from scanfleet.files import atomic_path, atomic_write, sha256_file
 from scanfleet.job_model import STATUSES
@@ -262,6 +262,8 @@ def write_reports(merged_xml: Path, out_dir: Path, merge_info: Mapping[str, Any]
         "shards": list(info.get("shards", [])),
         "notes": notes,
     }
+    if info.get("recover"):  # a run with a pass 2 (scanfleet.recover): what it named, the ports before and after
+        summary["recover"] = info["recover"]
     with atomic_write(out_dir / SUMMARY_FILE) as f:
         json.dump(summary, f, indent=2, ensure_ascii=False)
         f.write("\n")
@@ -415,6 +417,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         if block["count"] > len(block["services"]):
             lines.append(f"  ... {block['count'] - len(block['services'])} more (merged.csv has them all); by service:")
             lines.extend(f"  {count:8d}  {name}" for name, count in block.get("by_service", {}).items())
+    if summary.get("recover"):
+        lines.append(summary["recover"]["line"])
     lines.append("time per shard:")
     width = max((len(s["label"]) for s in summary["shards"]), default=0)
     for shard in summary["shards"]:
@@ -435,6 +439,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
 
 
 MERGED = "merged.xml"
+MERGED_FAST = "merged-fast.xml"  # the fast pass alone, when the run has a pass 2 (scanfleet.recover)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -525,6 +530,12 @@ def report_run(*, results: str | Path, run_id: str, dtd: str | None = None, xsl:
         xsl_path = find_nmap_file("nmap.xsl")
     extra = [f"dtd={sha256_file(dtd_path) if dtd_path and dtd_path.is_file() else ''}",
              f"xsl={'yes' if xsl_path and xsl_path.is_file() else 'no'}"]
+    # the run's pass 2 (scanfleet.recover): its recorded jobs' XML replace the fast pass's entries of the ports
+    # they named; the fast pass alone is merged into merged-fast.xml first
+    pass2 = recover.run_pass2(results, run_id)
+    if pass2 is not None:
+        extra += [f"pass2={label}:{sha256_file(path) if Path(path).is_file() else ''}" for label, path in pass2[1]]
+        extra.append(f"pass2-ports={len(pass2[0].candidates)}")
     digest = report_digest([*inputs, *phase2], state, extra)
     merged = directory / MERGED
     summary = None
@@ -541,18 +552,25 @@ def report_run(*, results: str | Path, run_id: str, dtd: str | None = None, xsl:
         else:
             (directory / SUMMARY_FILE).unlink(missing_ok=True)
             stylesheet = xsl_path.resolve().as_uri() if xsl_path else None
+            fast = directory / MERGED_FAST if pass2 is not None else merged
             if two_phase:
-                info = pairs.merge_two_phase(inputs, phase2, merged, dtd=dtd_path, stylesheet=stylesheet)
+                info = pairs.merge_two_phase(inputs, phase2, fast, dtd=dtd_path, stylesheet=stylesheet)
             else:
-                info = merge([p for _, p in inputs], merged, labels=[label for label, _ in inputs],
+                info = merge([p for _, p in inputs], fast, labels=[label for label, _ in inputs],
                              dtd=dtd_path, stylesheet=stylesheet).to_dict()
+            if pass2 is not None:  # the shards of both passes, each run once (not the fast pass's merged file)
+                second = recover.merge_fast(fast, pass2[0], pass2[1], merged, dtd=dtd_path, stylesheet=stylesheet)
+                info = {**second, "shards": [*info.get("shards", []), *(
+                    s for s in second.get("shards", []) if str(s.get("label", "")).startswith("pass2/"))]}
             summary = write_reports(merged, directory, info, xsl=xsl_path, notes=notes, run_id=run_id, state=state)
-            for name in (MERGED, "merged.json", "merged.csv", PAGE, NMAP_PAGE, SUMMARY_FILE):
+            for name in (MERGED, MERGED_FAST, "merged.json", "merged.csv", PAGE, NMAP_PAGE, SUMMARY_FILE):
                 with contextlib.suppress(FileNotFoundError):
                     os.chmod(directory / name, 0o600)
             state.report = {"digest": digest, "time": now,
-                            "inputs": [label for label, _ in inputs] + [f"phase2/{label}" for label, _ in phase2],
-                            "validated": bool(info.get("validated"))}
+                            "inputs": [label for label, _ in inputs] + [f"phase2/{label}" for label, _ in phase2]
+                            + [f"pass2/{label}" for label, _ in (pass2[1] if pass2 else [])],
+                            "validated": bool(info.get("validated")),
+                            "recover": {k: v for k, v in info.get("recover", {}).items() if k != "named_ports"}}
             state.updated = now
             save_state(directory, state)
             changed = True
@@ -568,7 +586,8 @@ def report_run(*, results: str | Path, run_id: str, dtd: str | None = None, xsl:
             "total": cov.total, "missing": cov.missing.describe() if cov.missing else "",
             "duplicates": cov.duplicates.describe() if cov.duplicates else "",
             "validated": bool(summary and summary.get("validated")), "inputs": [label for label, _ in inputs],
-            "phase2_inputs": [label for label, _ in phase2], "accounting": accounting}
+            "phase2_inputs": [label for label, _ in phase2], "accounting": accounting,
+            "recover": (state.report or {}).get("recover") or None}
 
 
 # --------------------------------------------------------------------------------------------------

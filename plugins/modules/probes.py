@@ -14,6 +14,9 @@ description:
   - "With O(state=compared): which rules the merged file O(dest) changes against O(before) (the file on the
     host now, or the stock file before the first push): C(changed) when any rule differs, and under
     C(--diff) the changed probes with their removed and added lines (comments and blank lines left out)."
+  - "With O(state=null_only): writes to O(dest) the probes file of a scan's pass 2 (the recovery of slow
+    banners): the preamble and the NULL probe of the merged file O(source), every rule of it kept
+    (C(scanfleet.probes.null_only)); written atomically, only when its content changed."
   - "With O(state=explained): fails with nmap's rejection O(nmap_message) of the merged file translated to
     the rule file's C(file:line) (give the same O(stock), O(rules) and options as for the merge)."
 extends_documentation_fragment:
@@ -24,9 +27,12 @@ options:
       needed)."
     type: str
     default: merged
-    choices: [merged, compared, explained, checked]
+    choices: [merged, compared, explained, checked, null_only]
   before:
     description: "For O(state=compared): the file O(dest) would replace (on the controller)."
+    type: path
+  source:
+    description: "For O(state=null_only): the merged probes file (on the controller) to take the NULL probe of."
     type: path
   stock:
     description: "The stock nmap-service-probes (on the controller)."
@@ -71,18 +77,25 @@ EXAMPLES = r"""
     dest: /var/cache/scanfleet/merged.probes
     drop_exclude: true
   delegate_to: localhost
+
+- name: Cut the probes file of pass 2 from it (the NULL probe alone)
+  scanfleet.fleet.probes:
+    state: null_only
+    source: /var/cache/scanfleet/merged.probes
+    dest: /var/cache/scanfleet/merged.null-only.probes
+  delegate_to: localhost
 """
 
 RETURN = r"""
 sha256:
   description: sha256 of the merged file.
   type: str
-  returned: when state=merged
+  returned: when state=merged or state=null_only
   sample: 9b0c4d2e1f3a5b7c9d1e3f5a7b9c1d3e5f7a9b1c3d5e7f9a1b3c5d7e9f1a3b5c
 summary:
   description: What the merge did.
   type: str
-  returned: when state=merged
+  returned: when state=merged or state=null_only
   sample: "12 rule(s) from 2 file(s); Exclude dropped"
 problems:
   description: Warnings of the pre-check of the rule files (C(file:line) and what is wrong).
@@ -106,7 +119,7 @@ check_command:
   description: argv that makes the host's nmap load the file in an isolated network namespace.
   type: list
   elements: str
-  returned: when state=merged
+  returned: when state=merged or state=null_only
   sample: [unshare, --net, --, sh, -c, ip link set lo up && exec "$@", sh, /opt/scanfleet/nmap-current/bin/nmap,
            -sV, -sT, --versiondb, /opt/scanfleet/probes/.incoming/nmap-service-probes, -Pn, -n, -p, "9",
            --host-timeout, 60s, 127.0.0.1]
@@ -122,8 +135,10 @@ from ansible_collections.scanfleet.fleet.plugins.module_utils.adapter import loa
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "state": {"type": "str", "default": "merged", "choices": ["merged", "compared", "explained", "checked"]},
+            "state": {"type": "str", "default": "merged",
+                      "choices": ["merged", "compared", "explained", "checked", "null_only"]},
             "before": {"type": "path"},
+            "source": {"type": "path"},
             "stock": {"type": "path"},
             "rules": {"type": "list", "elements": "path", "default": []},
             "dest": {"type": "path"},
@@ -135,7 +150,7 @@ def main() -> None:
             "nmap_message": {"type": "str", "default": ""},
         },
         required_if=[("state", "merged", ["stock", "dest"]), ("state", "explained", ["dest"]),
-                     ("state", "compared", ["before", "dest"])],
+                     ("state", "compared", ["before", "dest"]), ("state", "null_only", ["source", "dest"])],
         supports_check_mode=True,
     )
     probes = load(module, "probes")
@@ -155,16 +170,24 @@ def main() -> None:
         module.exit_json(changed=bool(changes), rules=[change.as_dict() for change in changes],
                          summary=probes.diff_summary(changes),
                          diff=probes.ansible_diff(changes, p["before"], p["dest"]))
-    with user_errors(module):
-        result = probes.merge_files(p["stock"], p["rules"], drop_exclude=p["drop_exclude"],
-                                    totalwaitms=p["totalwaitms"],
-                                    tcpwrappedms=p["tcpwrappedms"]) if p["stock"] else None
-    if p["state"] == "explained":
-        # The same merge again gives every line's origin: nmap's line number maps to the rule file's line.
-        text = result.text if result else probes.read_text(p["dest"])
-        module.fail_json(msg=probes.explain_rejection(text, p["host_path"] or p["dest"], p["nmap_message"],
-                                                      p["nmap"], result.origins if result else None))
-    data = probes.encode(result.text)
+    if p["state"] == "null_only":
+        with user_errors(module):
+            cut = probes.null_only(probes.parse_file(p["source"]))
+            text = cut.serialize()
+        summary = f"the NULL probe of {p['source']} alone, {len(cut.probes[0].matches)} match and softmatch lines"
+        data = probes.encode(text)
+    else:
+        with user_errors(module):
+            result = probes.merge_files(p["stock"], p["rules"], drop_exclude=p["drop_exclude"],
+                                        totalwaitms=p["totalwaitms"],
+                                        tcpwrappedms=p["tcpwrappedms"]) if p["stock"] else None
+        if p["state"] == "explained":
+            # The same merge again gives every line's origin: nmap's line number maps to the rule file's line.
+            text = result.text if result else probes.read_text(p["dest"])
+            module.fail_json(msg=probes.explain_rejection(text, p["host_path"] or p["dest"], p["nmap_message"],
+                                                          p["nmap"], result.origins if result else None))
+        data = probes.encode(result.text)
+        summary = result.summary()
     digest = hashlib.sha256(data).hexdigest()
     sffiles = load(module, "files")
     old = sffiles.sha256_file(p["dest"]) if os.path.exists(p["dest"]) else None
@@ -172,8 +195,8 @@ def main() -> None:
     if changed and not module.check_mode:
         with sffiles.atomic_write(p["dest"], binary=True) as handle:
             handle.write(data)
-    module.exit_json(changed=changed, sha256=digest, summary=result.summary(),
-                     problems=[str(problem) for problem in result.problems],
+    module.exit_json(changed=changed, sha256=digest, summary=summary,
+                     problems=[str(problem) for problem in result.problems] if p["state"] == "merged" else [],
                      check_command=probes.nmap_check_command(p["nmap"], p["host_path"] or p["dest"]))
 
 

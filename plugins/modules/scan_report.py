@@ -154,6 +154,15 @@ inputs:
   elements: str
   returned: success
   sample: [001-scanner1, 002-scanner2, 003-scanner3]
+recover:
+  description: "The run's pass 2 (two-pass recovery of slow banners, C(scanfleet.fleet.scan_recover)): C(line)
+    (C(pass 2 named N of M unnamed ports), also in the summary), C(named), C(ports), C(reasons); null for a run
+    without a pass 2. Its jobs' XML go into the merge: their entries replace the fast pass's for the ports pass 2
+    named, and the fast pass alone is kept as C(merged-fast.xml)."
+  type: dict
+  returned: success
+  sample: {line: "pass 2 named 1 of 2 unnamed ports", named: 1, ports: 2,
+           reasons: {none: 0, table: 2, tcpwrapped: 0, unknown: 0, softmatch: 0}}
 changes:
   description: The changes since the earlier run (O(compare_to) given and not V(none)/V(false)).
   type: dict

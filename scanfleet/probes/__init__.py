@@ -93,6 +93,7 @@ Command line::
     scanfleet probes check [--stock FILE] FILE...       (FILE *.probes: rule file, else full file)
     scanfleet probes validate --nmap BIN FILE
     scanfleet probes harvest RUN_DIR_OR_MERGED_XML [--out FILE] [--json]   (see scanfleet.probes.harvest)
+    scanfleet probes null-only FILE -o OUT [--nmap BIN]  (pass 2 of a scan: :mod:`scanfleet.probes.null_only`)
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ from scanfleet.probes.model import (
     encode,
     serialize,
 )
+from scanfleet.probes.null_only import null_only, write_null_only
 from scanfleet.probes.parsing import collect_rule_files, parse, parse_file, parse_rules, parse_rules_file, read_text
 from scanfleet.probes.validate import explain_rejection, nmap_check_command, validate_with_nmap
 
@@ -121,6 +123,8 @@ __all__ = [
     "DEFAULT_TOTALWAITMS", "GENERATED", "PROBE_DIRECTIVES", "Line", "Match", "MergeResult", "MergeStats", "Origin",
     "Probe", "ProbeChange", "ProbesFile", "Problem", "RuleFile", "ansible_diff", "check_line", "collect_rule_files",
     "compile_regex", "diff_summary", "encode", "explain_rejection", "merge", "merge_files", "nmap_check_command",
+    "null_only",
     "parse", "parse_file", "parse_rules", "parse_rules_file", "precheck_file", "precheck_rules", "raise_on_errors",
     "read_text", "rule_changes", "serialize", "unmerge", "validate_with_nmap", "write_merged",
+    "write_null_only",
 ]

@@ -11,6 +11,7 @@ from scanfleet.probes import harvest as hv
 from scanfleet.probes.check import Problem, precheck_file, precheck_rules
 from scanfleet.probes.merging import merge, merge_files, write_merged
 from scanfleet.probes.model import Origin
+from scanfleet.probes.null_only import write_null_only
 from scanfleet.probes.parsing import parse_file, parse_rules_file, read_text
 from scanfleet.probes.validate import validate_with_nmap
 
@@ -71,6 +72,11 @@ def _cmd_harvest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_null_only(args: argparse.Namespace) -> int:
+    print(write_null_only(args.file, args.output, args.nmap) + (f", accepted by {args.nmap}" if args.nmap else ""))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("probes", help="parse, merge and validate nmap-service-probes files",
                             description="Parse, merge and validate nmap-service-probes files.")
@@ -112,3 +118,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="rule file to write (default: RUN_DIR/harvest.probes, or ./harvest.probes for an XML file)")
     h.add_argument("--json", action="store_true", help="print the groups and drafts as JSON")
     h.set_defaults(func=_cmd_harvest)
+
+    n = cmds.add_parser("null-only", help="the probes file of a scan's second pass: the NULL probe alone",
+                        description="Write FILE's preamble and NULL probe (every match and softmatch line of it, "
+                                    "with those rule files merged ahead of them) to OUT: the file pass 2 of a scan "
+                                    "uses to wait out greeting pauses (scanfleet.recover).")
+    n.add_argument("file", metavar="FILE", help="a full nmap-service-probes file (the build's, or a merged one)")
+    n.add_argument("-o", "--output", required=True, help="file to write")
+    n.add_argument("--nmap", metavar="BIN", help="validate with this nmap binary before writing")
+    n.set_defaults(func=_cmd_null_only)

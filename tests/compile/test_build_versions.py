@@ -44,7 +44,7 @@ def build_key(nmap_tree, nmap_version: str, patches: list, configure_args: list[
     return digest.hexdigest()
 
 
-PATCHED_SOURCES = ("service_scan.h", "service_scan.cc", "nse_nsock.cc", "nse_main.lua", "nmap.h")
+PATCHED_SOURCES = ("service_scan.h", "service_scan.cc", "nse_nsock.cc", "nse_main.lua", "nmap.h", "nmap.cc")
 
 
 @pytest.fixture(scope="module")
@@ -271,3 +271,77 @@ def test_nse_holds_as_many_sockets_as_the_service_scan_keeps_probes_in_flight(bu
     rounds = math.ceil(ports / width)
     assert lifted < (rounds + 2) * cap, f"{ports} scripts took {lifted} s: more than {rounds} round(s) of {cap} s"
     assert held > (ports / 21 - 2) * cap, f"held to 20 sockets, {ports} scripts took only {held} s (cap {cap} s)"
+
+
+# ---- 60-runtime-waits: the service and tcpwrapped waits set when nmap runs ------------------------------
+
+RUNTIME_WAIT = 3000  # ten times the compiled default (nmap_build_service_wait_ms 300): no tolerance covers both
+
+
+def null_only_probes(nmap, tmp_path):
+    """The build's own probes file cut to the NULL probe (scanfleet probes null-only): a silent port costs one wait."""
+    path = tmp_path / "null.probes"
+    probes.write_null_only(nmap.parent.parent / "share" / "nmap" / "nmap-service-probes", path, str(nmap))
+    return path
+
+
+def null_probe_seconds(nmap, versiondb, *env: str) -> float:
+    """nmap's own figure for the service scan (-sV, the NULL probe alone) of one silent port, with ENV (NAME=VALUE)."""
+    proc = isolated(["python3", str(SILENT_PORTS), "--count", "1", "--until", "Completed Service scan", "--", "env",
+                     *env, str(nmap), "-sT", "-sV", "-Pn", "-n", "-v", "--versiondb", str(versiondb), "-p", "{ports}",
+                     "127.0.0.1"])
+    done = SERVICE_SCAN_DONE.search(proc.stdout)
+    assert proc.returncode == 0 and done, proc.stdout[-3000:] + proc.stderr[-1000:]
+    return float(done.group(1))
+
+
+def test_runtime_service_wait_sets_the_banner_wait(built_nmap, tmp_path):
+    """Unset, a silent port's NULL probe ends after the compiled wait; SCANFLEET_SERVICE_WAIT_MS sets it when nmap
+    runs, one build serving both passes of a scan (the probes file's totalwaitms 6000 is ignored either way)."""
+    _, nmap = built_nmap
+    compiled = DEFAULTS["nmap_build_service_wait_ms"] / 1000
+    versiondb = null_only_probes(nmap, tmp_path)
+    default = null_probe_seconds(nmap, versiondb)
+    raised = null_probe_seconds(nmap, versiondb, f"SCANFLEET_SERVICE_WAIT_MS={RUNTIME_WAIT}")
+    assert compiled * 0.9 <= default < compiled + 0.7, f"unset: {default} s, the compiled wait is {compiled} s"
+    wait = RUNTIME_WAIT / 1000
+    assert wait * 0.97 <= raised < wait + 0.7, f"SCANFLEET_SERVICE_WAIT_MS={RUNTIME_WAIT}: {raised} s"
+
+
+def test_runtime_tcpwrapped_wait(built_nmap):
+    """A port that closes 250 ms after the connection: past the compiled tcpwrapped wait (200 ms), nmap goes on
+    probing it; with SCANFLEET_TCPWRAPPED_MS=1000 it is settled as tcpwrapped on the NULL probe alone."""
+    _, nmap = built_nmap
+    check = ["python3", str(TCPWRAPPED_CHECK), "--nmap", str(nmap), "--user", "root", "--close-ms", "250"]
+    compiled = isolated(check)
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    assert json.loads(compiled.stdout)["delayed_probes_sent"] > 1, compiled.stdout
+    raised = isolated([*check, "--env", "SCANFLEET_TCPWRAPPED_MS=1000",
+                       "--env", f"SCANFLEET_SERVICE_WAIT_MS={RUNTIME_WAIT}"])
+    assert raised.returncode == 0, raised.stdout + raised.stderr
+    result = json.loads(raised.stdout)
+    assert (result["delayed_close"], result["delayed_probes_sent"]) == ("tcpwrapped", 1), result
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    (["SCANFLEET_SERVICE_WAIT_MS=6s"], 'Bad value of SCANFLEET_SERVICE_WAIT_MS ("6s"): give a whole number of '
+                                       "milliseconds from 100 to 300000, or unset it for this build's default of "
+                                       f"{DEFAULTS['nmap_build_service_wait_ms']} ms"),
+    (["SCANFLEET_SERVICE_WAIT_MS=99"], 'Bad value of SCANFLEET_SERVICE_WAIT_MS ("99")'),
+    (["SCANFLEET_SERVICE_WAIT_MS=300001"], 'Bad value of SCANFLEET_SERVICE_WAIT_MS ("300001")'),
+    (["SCANFLEET_SERVICE_WAIT_MS=99999999999999999999"], 'SCANFLEET_SERVICE_WAIT_MS ("99999999999999999999")'),
+    (["SCANFLEET_SERVICE_WAIT_MS="], 'Bad value of SCANFLEET_SERVICE_WAIT_MS (""'),
+    (["SCANFLEET_SERVICE_WAIT_MS= 6000"], 'Bad value of SCANFLEET_SERVICE_WAIT_MS (" 6000")'),
+    (["SCANFLEET_TCPWRAPPED_MS=-1"], 'Bad value of SCANFLEET_TCPWRAPPED_MS ("-1"): give a whole number of '
+                                     "milliseconds from 100 to 300000, or unset it for this build's default of "
+                                     f"{DEFAULTS['nmap_build_tcpwrapped_ms']} ms"),
+    ([f"SCANFLEET_TCPWRAPPED_MS={DEFAULTS['nmap_build_service_wait_ms']}"],
+     f"The tcpwrapped wait ({DEFAULTS['nmap_build_service_wait_ms']} ms, SCANFLEET_TCPWRAPPED_MS or this build's "
+     f"default) must be shorter than the service wait ({DEFAULTS['nmap_build_service_wait_ms']} ms"),
+])
+def test_a_bad_runtime_wait_is_refused_before_anything_is_sent(built_nmap, env, message):
+    _, nmap = built_nmap
+    proc = isolated(["env", *env, str(nmap), "-sT", "-sV", "-Pn", "-n", "-p", "1", "127.0.0.1"])
+    assert proc.returncode != 0, proc.stdout
+    assert message in proc.stderr, proc.stderr
+    assert "Nmap scan report" not in proc.stdout, proc.stdout

@@ -26,8 +26,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-MODULES = ["nmap_source", "probes", "scan_harvest", "scan_job", "scan_pairs", "scan_plan", "scan_record", "scan_report",
-           "scan_wait"]
+MODULES = ["nmap_source", "probes", "scan_harvest", "scan_job", "scan_pairs", "scan_plan", "scan_record",
+           "scan_recover", "scan_report", "scan_wait"]
 ROLES = ["nmap_build", "nmap_probes", "nmap_scan"]
 FILTERS = ["check_rate_limits", "check_script_options", "phase_options", "script_arg_names", "script_args"]
 # Left out of the tarball (galaxy.yml build_ignore): the clone's local state.

@@ -111,6 +111,7 @@ def test_job_module_never_shows_the_script_args(tmp_path):
     ("scanfleet.fleet.scan_record", {"results_dir": "CACHE", "run_id": "r", "session": "s", "outcomes": []}),
     ("scanfleet.fleet.scan_report", {"results_dir": "CACHE", "run_id": "r"}),
     ("scanfleet.fleet.scan_harvest", {"results_dir": "CACHE", "run_id": "r"}),
+    ("scanfleet.fleet.scan_recover", {"results_dir": "CACHE", "run_id": "r"}),
 ])
 def test_adapters_say_how_to_fix_a_missing_package(module, args, tmp_path):
     """Run by a Python without the scanfleet package (the system's), each controller-side module fails with

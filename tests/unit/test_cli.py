@@ -8,7 +8,7 @@ from scanfleet import cli
 def test_one_command_per_noun():
     parser = cli.build_parser()
     nouns = next(a for a in parser._actions if a.dest == "command").choices
-    assert sorted(nouns) == ["diff", "merge", "pairs", "probes", "run", "source", "targets"]
+    assert sorted(nouns) == ["diff", "merge", "pairs", "probes", "recover", "run", "source", "targets"]
 
 
 def test_a_module_that_cannot_be_imported_fails_loudly(monkeypatch):

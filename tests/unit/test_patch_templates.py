@@ -10,7 +10,7 @@ import pytest
 from tests import conftest
 from tests.patching import DEFAULTS, apply_patches, render_patches, role_configure_args, role_version_pattern
 
-PATCHED_FILES = ("service_scan.h", "service_scan.cc", "nse_nsock.cc", "nse_main.lua")
+PATCHED_FILES = ("service_scan.h", "service_scan.cc", "nse_nsock.cc", "nse_main.lua", "nmap.cc")
 
 
 def test_patches_apply_cleanly(nmap_tree, tmp_path):
@@ -61,6 +61,12 @@ def test_patched_source_carries_the_values(nmap_tree, tmp_path, values):
     assert re.search(rf"^#define MAX_PARALLELISM   {par} /\* scanfleet \*/$", nse, re.M)
     main = (tree / "nse_main.lua").read_text()
     assert re.search(rf"^local CONCURRENCY_LIMIT = {max(3 * par, 1000)}; -- scanfleet$", main, re.M)
+    # Every probe gets the waits read from the environment at start (the compiled ones when unset), read in nmap_main
+    assert "totalwaitms = scanfleet_service_wait_ms;" in scan and "totalwaitms = DEFAULT_SERVICEWAITMS;" not in scan
+    assert "tcpwrappedms = scanfleet_tcpwrapped_ms;" in scan and "tcpwrappedms = DEFAULT_TCPWRAPPEDMS;" not in scan
+    assert 'getenv(name)' in scan and '"SCANFLEET_SERVICE_WAIT_MS"' in scan and '"SCANFLEET_TCPWRAPPED_MS"' in scan
+    nmap_main = (tree / "nmap.cc").read_text()
+    assert nmap_main.index("scanfleet_read_runtime_waits();") < nmap_main.index("  apply_delayed_options();")
 
 
 def test_patch_refuses_a_source_it_does_not_fit(nmap_tree, tmp_path):

@@ -46,6 +46,8 @@ def main() -> int:
     parser.add_argument("--nmap", required=True)
     parser.add_argument("--user", required=True)
     parser.add_argument("--close-ms", type=int, required=True)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set in nmap's environment (e.g. SCANFLEET_TCPWRAPPED_MS=1000)")
     args = parser.parse_args()
 
     share = os.path.realpath(os.path.join(os.path.dirname(args.nmap), "..", "share", "nmap"))
@@ -77,7 +79,7 @@ def main() -> int:
         [args.nmap, "-sV", "--version-trace", "--versiondb", handle.name, "-Pn", "-n",
          "-p", f"{quick_port},{slow_port}", "-oX", handle.name + ".xml", "127.0.0.1"],
         capture_output=True, text=True, preexec_fn=drop, cwd="/", check=False,
-        env={"PATH": "/usr/bin:/bin", "HOME": user.pw_dir},
+        env={"PATH": "/usr/bin:/bin", "HOME": user.pw_dir, **dict(item.split("=", 1) for item in args.env)},
     )
     seconds = round(time.monotonic() - start, 2)
     quick.close()
