@@ -8,7 +8,9 @@ silent ports), all TCP ports, one variant after the other:
 1. stock:   Debian 12's nmap package (7.93, its own probes file) on scanner1, as root, with the fleet's
             options (-sS -sV -T4 -v --script-timeout 10s);
 2. fleet-1: playbooks/scan.yml limited to scanner1 (patched nmap + merged probes);
-3. fleet-3: playbooks/scan.yml on scanner1-3.
+3. fleet-3: playbooks/scan.yml on scanner1-3 (pass 2 on, the default: README "Two-pass recovery");
+4. fleet-3-fast: the same with nmap_scan_recover_slow_banners false: the fast pass alone, the anchor of the
+   "whole run <= 1.5x the fast pass" goal of issue 12 (ratio "vs fast pass" in the result).
 
 Writes bench/results/lab_sweep.json and the chart bench/lab_sweep.png (wall time and services identified).
 """
@@ -60,8 +62,9 @@ def stock_on_scanner(addresses: list[str], ports: str, out: Path) -> float:
     return seconds
 
 
-def fleet(run_id: str, ports: str, limit: str | None) -> tuple[float, Path]:
-    extra = json.dumps({"nmap_scan_target_groups": ["targets"], "nmap_scan_ports": ports, "nmap_scan_run_id": run_id})
+def fleet(run_id: str, ports: str, limit: str | None, *, recover: bool = True) -> tuple[float, Path]:
+    extra = json.dumps({"nmap_scan_target_groups": ["targets"], "nmap_scan_ports": ports, "nmap_scan_run_id": run_id,
+                        "nmap_scan_recover_slow_banners": recover})
     cmd = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "playbooks/scan.yml", "-e", extra]
     if limit:
         cmd += ["--limit", limit]
@@ -86,16 +89,16 @@ def chart(doc: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = ["stock nmap\n1 host", "scanfleet\n1 host", "scanfleet\n3 hosts"]
-    keys = ["stock", "fleet-1", "fleet-3"]
+    labels = ["stock nmap\n1 host", "scanfleet\n1 host", "scanfleet\n3 hosts", "3 hosts,\nfast pass only"]
+    keys = ["stock", "fleet-1", "fleet-3", "fleet-3-fast"]
     seconds = [doc["variants"][k]["seconds"] for k in keys]
     identified = [doc["variants"][k]["identified"] for k in keys]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    bars = left.bar(labels, seconds, color=["#999999", "#2a7ab9", "#1b4f80"])
+    bars = left.bar(labels, seconds, color=["#999999", "#2a7ab9", "#1b4f80", "#7fa7c9"])
     left.set_ylabel("wall time, s")
     left.set_title("Lab sweep: wall time (lower is better)")
     left.bar_label(bars, fmt="%.0f s")
-    bars = right.bar(labels, identified, color=["#999999", "#2a7ab9", "#1b4f80"])
+    bars = right.bar(labels, identified, color=["#999999", "#2a7ab9", "#1b4f80", "#7fa7c9"])
     right.set_ylabel("open ports with a named service")
     right.set_title(f"Services identified (of {doc['open_ports']} open ports)")
     right.bar_label(bars)
@@ -123,6 +126,8 @@ def main() -> int:
     print(f"fleet on 1 host: {runs['fleet-1'][0]:.1f} s", file=sys.stderr, flush=True)
     runs["fleet-3"] = fleet(f"bench-sweep-{stamp}-3hosts", args.ports, None)
     print(f"fleet on 3 hosts: {runs['fleet-3'][0]:.1f} s", file=sys.stderr, flush=True)
+    runs["fleet-3-fast"] = fleet(f"bench-sweep-{stamp}-3hosts-fast", args.ports, None, recover=False)
+    print(f"fleet on 3 hosts, fast pass only: {runs['fleet-3-fast'][0]:.1f} s", file=sys.stderr, flush=True)
     found = {name: services(xml) for name, (_, xml) in runs.items()}
 
     def order(port: str) -> tuple:
@@ -139,6 +144,7 @@ def main() -> int:
         row["fleet_lost"] = row["stock"]["identified"] and not row["fleet-3"]["identified"]
         table.append(row)
     stock_seconds = runs["stock"][0]
+    fast_seconds = runs["fleet-3-fast"][0]
     doc = {
         **header("lab-sweep", started),
         "targets": addresses, "ports": args.ports, "open_ports": len(ports),
@@ -147,6 +153,9 @@ def main() -> int:
                             "open_ports": len(found[name]), "xml": str(xml.relative_to(ROOT))}
                      for name, (seconds, xml) in runs.items()},
         "fleet_lost": [row["port"] for row in table if row["fleet_lost"]],
+        "fast_lost": [row["port"] for row in table
+                      if row["stock"]["identified"] and not row["fleet-3-fast"]["identified"]],
+        "pass2_vs_fast": round(runs["fleet-3"][0] / fast_seconds, 2),
         "table": table,
     }
     emit(doc, args.out, show={k: v for k, v in doc.items() if k != "table"})
