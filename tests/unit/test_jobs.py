@@ -326,3 +326,19 @@ def test_a_host_that_only_fails_is_lost_after_lost_after_with_the_last_error_on_
     assert [o["outcome"] for o in outcomes] == ["unreachable"]
     assert outcomes[0]["detail"] == ("no answer for 21 s: Failed to connect to the host via ssh: ssh: connect to "
                                      "host 10.77.0.52 port 22: No route to host")
+
+
+def test_the_first_polls_come_after_1_2_4_s_then_every_poll_seconds():
+    clock = TickingClock()
+    slept = []
+    answers = iter([{"001-s1": dict(RUNNING)}] * 6 + [{"001-s1": {"state": "exited", "reason": "exited", "rc": 0,
+                                                                  "files": {}}}])
+
+    def sleep(seconds):
+        slept.append(seconds)
+        clock.now += seconds
+
+    outcomes, _ = jobs.wait_jobs(lambda state, ids, extra: next(answers), [{"id": "001-s1"}], host="s1",
+                                 show=lambda _line: None, poll=10, lost_after=60, clock=clock, sleep=sleep)
+    assert [o["outcome"] for o in outcomes] == ["exited"]
+    assert slept == [1, 2, 4, 8, 10, 10]
