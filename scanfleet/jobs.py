@@ -298,7 +298,6 @@ def wait_jobs(call: Callable[[str, list[str], dict[str, Any] | None], dict[str, 
     changed = False
     start = clock()
     deadline = start + timeout + kill_grace + 3 * poll if timeout > 0 else None
-    ramp = 1.0
 
     def lose(why: str) -> None:
         why = " ".join(why.split())[:200]  # one line: it goes into the summary and the events
@@ -366,10 +365,9 @@ def wait_jobs(call: Callable[[str, list[str], dict[str, Any] | None], dict[str, 
         if progress is not None:
             progress(dict(figures))
         if pending:
-            # 1, 2, 4, ... s up to poll: a short job (a pass-2 job, a small shard) is seen ended within about
-            # half its own length, a long one is polled every poll seconds
-            sleep(min(poll, ramp, watch.remaining()))
-            ramp *= 2
+            # a quarter of the time waited so far, at least 1 s, at most poll: a short job (a pass-2 job, a small
+            # shard) is seen ended within about a quarter of its length, a long one every poll seconds
+            sleep(min(poll, max(1.0, (clock() - start) / 4), watch.remaining()))
     if progress is not None:
         progress(dict(figures))  # the last figures (a lost host leaves the loop before the call above)
     return [outcomes[a["id"]] for a in attempts if a["id"] in outcomes], changed

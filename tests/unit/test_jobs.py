@@ -328,11 +328,11 @@ def test_a_host_that_only_fails_is_lost_after_lost_after_with_the_last_error_on_
                                      "host 10.77.0.52 port 22: No route to host")
 
 
-def test_the_first_polls_come_after_1_2_4_s_then_every_poll_seconds():
+def test_the_polls_come_after_a_quarter_of_the_time_waited_at_least_1_s_at_most_poll():
     clock = TickingClock()
     slept = []
-    answers = iter([{"001-s1": dict(RUNNING)}] * 6 + [{"001-s1": {"state": "exited", "reason": "exited", "rc": 0,
-                                                                  "files": {}}}])
+    answers = iter([{"001-s1": dict(RUNNING)}] * 12 + [{"001-s1": {"state": "exited", "reason": "exited", "rc": 0,
+                                                                   "files": {}}}])
 
     def sleep(seconds):
         slept.append(seconds)
@@ -341,4 +341,12 @@ def test_the_first_polls_come_after_1_2_4_s_then_every_poll_seconds():
     outcomes, _ = jobs.wait_jobs(lambda state, ids, extra: next(answers), [{"id": "001-s1"}], host="s1",
                                  show=lambda _line: None, poll=10, lost_after=60, clock=clock, sleep=sleep)
     assert [o["outcome"] for o in outcomes] == ["exited"]
-    assert slept == [1, 2, 4, 8, 10, 10]
+    # 1 s until 4 s have passed, then a quarter of the time waited: 5 s -> 1.25 s, 6.25 s -> 1.5625 s, ...
+    assert slept == pytest.approx([1, 1, 1, 1, 1, 1.25, 1.5625, 1.953125, 2.44140625, 3.0517578125, 3.814697265625,
+                                   4.76837158203125])
+    answers = iter([{"001-s1": dict(RUNNING)}] * 30 + [{"001-s1": {"state": "exited", "reason": "exited", "rc": 0,
+                                                                   "files": {}}}])
+    slept.clear()
+    jobs.wait_jobs(lambda state, ids, extra: next(answers), [{"id": "001-s1"}], host="s1", show=lambda _line: None,
+                   poll=10, lost_after=600, clock=clock, sleep=sleep)
+    assert max(slept) == 10 and slept[-5:] == [10] * 5  # never longer than poll
