@@ -60,7 +60,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_harvest(args: argparse.Namespace) -> int:
-    result = hv.harvest(args.source)
+    result = hv.harvest(args.source, hv.parse_names(args.name))
     out = args.out or (str(Path(args.source) / hv.HARVEST_FILE) if Path(args.source).is_dir() else hv.HARVEST_FILE)
     changed = hv.write_harvest(result, out)
     if args.json:
@@ -117,6 +117,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     h.add_argument("--out", metavar="FILE",
                    help="rule file to write (default: RUN_DIR/harvest.probes, or ./harvest.probes for an XML file)")
     h.add_argument("--json", action="store_true", help="print the groups and drafts as JSON")
+    h.add_argument("--name", action="append", default=[], metavar="PORT=NAME",
+                   help="service name for the drafts whose ports are all PORT (repeat; e.g. --name 4222=nats)")
     h.set_defaults(func=_cmd_harvest)
 
     n = cmds.add_parser("null-only", help="the probes file of a scan's second pass: the NULL probe alone",

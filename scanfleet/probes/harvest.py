@@ -27,7 +27,9 @@ Each fingerprint is filed under its FIRST reply: the probe that got it is the pr
 (the NULL probe for a banner sent on connect, else the first probe the service answered), so the rule
 fires at the first probe with a reply. Replies are cut into tokens: a "word" (letters, digits, ``_``,
 joined by single ``.`` ``-`` ``:`` between them, e.g. ``2.9.10``, ``web1.example.test``,
-``2026-12-02``) or any other single byte. Two replies to the same probe (and the same tunnel) are:
+``2026-12-02``), a run of 16 and more base64 characters holding an upper-case letter, a lower-case letter
+and a digit (a key, salt or nonce: ``6RGUW8z2c+Li54Qh...=``), or any other single byte. Two replies to the
+same probe (and the same tunnel) are:
 
 * equal: the same bytes;
 * near-equal: the same number of tokens, every non-word token (punctuation, spaces, line ends, binary
@@ -44,9 +46,12 @@ Groups are ranked by the number of ports they cover (then by probe and reply).
 Drafts
 ======
 A group's template is its token sequence with each position either stable (the same in every member)
-or variable. The regex (flags ``s``, so ``.`` also matches line ends) is anchored at ``^`` and built
-from the stable tokens, escaped; a variable position becomes a gap that stops at the next stable byte
-and at line ends (``[^"\r\n]+``), never the varying text itself. Where the reply is:
+or variable. A token that is an id by its form is variable even when every member has the same (a group of
+one port, say): a UUID, 16 and more hex digits, a base64 run as above, or 16 and more letters and digits
+holding both (``NB22YMW5JJMBVRCL7TDV...``); another host has another. The regex (flags ``s``, so ``.``
+also matches line ends) is anchored at ``^`` and built from the stable tokens, escaped; a variable
+position becomes a gap that stops at the next stable byte and at line ends (``[^"\r\n]+``), never the
+varying text itself. Where the reply is:
 
 * HTTP (``HTTP/1.x NNN``): the status line, then the ``Server:`` header when it is stable (header order
   free: ``(?:[^\r\n]*\r\n)*?``), then the page's ``<title>`` when stable, else the start of the body;
@@ -88,7 +93,7 @@ import os
 import re
 import textwrap
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from scanfleet import ScanfleetError
@@ -271,12 +276,38 @@ def is_unnamed(ps: PortService) -> bool:
 # Tokens and groups
 
 _TOKEN = re.compile(rb"[A-Za-z0-9_]+(?:[.:-][A-Za-z0-9_]+)*|.", re.S)
+_BLOB = re.compile(rb"[A-Za-z0-9+/]{16,}={0,2}")
+_UUID = re.compile(rb"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+_HEX_ID = re.compile(rb"[0-9a-fA-F]{16,}")
+_ALNUM_ID = re.compile(rb"(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{16,}")
 _VARIABLE_HEADERS = re.compile(
     rb"(\r\n(?:Date|Expires|Last-Modified|ETag|Set-Cookie|Content-Length|X-Request-Id|Request-Id|"
     rb"X-Runtime|Age): )([^\r\n]*)", re.I)
 _VERSION = re.compile(rb"\d+(?:\.\d+){1,3}[a-z]?")
 _IPV4 = re.compile(rb"(?:\d{1,3}\.){3}\d{1,3}")
 VAR = None  # a variable position of a template
+
+
+def _is_blob(tok: bytes) -> bool:
+    """True for a base64 run of the module docstring (upper- and lower-case letters and digits, 16 or more)."""
+    return bool(_BLOB.fullmatch(tok)) and any(c.isupper() for c in tok.decode("latin-1")) \
+        and any(c.islower() for c in tok.decode("latin-1")) and any(c in b"0123456789" for c in tok)
+
+
+def _words(data: bytes) -> list[bytes]:
+    """Tokens of DATA without the HTTP header rule: base64 runs whole, then words and single bytes."""
+    out: list[bytes] = []
+    pos = 0
+    for m in _BLOB.finditer(data):
+        start = m.start()
+        # a run inside a longer word (a hostname's tail, say) is not a blob of its own
+        if (start and data[start - 1:start] in b"._:-") or not _is_blob(m.group()):
+            continue
+        out += _TOKEN.findall(data[pos:start])
+        out.append(m.group())
+        pos = m.end()
+    out += _TOKEN.findall(data[pos:])
+    return out
 
 
 def tokens(data: bytes) -> list[bytes]:
@@ -288,11 +319,17 @@ def tokens(data: bytes) -> list[bytes]:
         head_end = data.find(b"\r\n\r\n")
         head = data if head_end < 0 else data[:head_end]
         for m in _VARIABLE_HEADERS.finditer(head):
-            out += _TOKEN.findall(data[pos:m.end(1)])
+            out += _words(data[pos:m.end(1)])
             out.append(m.group(2) or b"")
             pos = m.end()
-    out += _TOKEN.findall(data[pos:])
+    out += _words(data[pos:])
     return out
+
+
+def is_id(tok: bytes | None) -> bool:
+    """True for a token that is an id by its form (module docstring): never matched literally."""
+    return tok is not None and (bool(_UUID.fullmatch(tok) or _HEX_ID.fullmatch(tok) or _ALNUM_ID.fullmatch(tok))
+                                or _is_blob(tok))
 
 
 def _is_word(tok: bytes) -> bool:
@@ -422,8 +459,9 @@ def _addr_key(ps: PortService) -> tuple[int, bytes, int]:
 
 
 def template(group: Group) -> list[bytes | None]:
-    """The group's token template: the token where every member has the same, else VAR."""
-    return [toks[0] if all(t == toks[0] for t in toks) else VAR for toks in zip(*group.templates, strict=True)]
+    """The group's token template: the token where every member has the same and it is no id, else VAR."""
+    return [toks[0] if all(t == toks[0] for t in toks) and not is_id(toks[0]) else VAR
+            for toks in zip(*group.templates, strict=True)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -740,10 +778,42 @@ class Harvest:
                    and is_identified(p.service))
 
 
-def harvest(source: str | os.PathLike[str]) -> Harvest:
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def parse_names(specs: Iterable[str]) -> dict[int, str]:
+    """``PORT=NAME`` strings (``--name 4222=nats``) -> {port: name}; a bad one raises ScanfleetError naming it."""
+    names: dict[int, str] = {}
+    for spec in specs:
+        port, sep, name = spec.partition("=")
+        if not (sep and port.isdigit() and 1 <= int(port) <= 65535 and _SERVICE_NAME.fullmatch(name)):
+            raise ScanfleetError(f"--name {spec!r}: give PORT=NAME, a port 1-65535 and a service name of letters, "
+                                 "digits and _.+- (e.g. --name 4222=nats)")
+        if names.get(int(port), name) != name:
+            raise ScanfleetError(f"--name {spec!r}: port {port} is already named {names[int(port)]!r}; give one name")
+        names[int(port)] = name
+    return names
+
+
+def name_drafts(drafts: Sequence[Draft], names: Mapping[int, str]) -> None:
+    """Give each draft whose ports all have one number in NAMES that name (the reviewer's, known beforehand)."""
+    for d in drafts:
+        numbers = {m.port for m in d.group.members}
+        if len(numbers) == 1 and (port := numbers.pop()) in names:
+            d.service, d.service_from = names[port], f"given: --name {port}={names[port]}"
+
+
+def harvest(source: str | os.PathLike[str], names: Mapping[int, str] | None = None) -> Harvest:
+    """Groups and checked drafts of the unnamed services of SOURCE (a run directory or an nmap XML file).
+
+    NAMES: {port: service name} for the drafts whose ports all have that number (``--name``); the others keep
+    the nmap-services name or FILLME.
+    """
     path, ports = read_services(source)
     unnamed = [p for p in ports if is_unnamed(p)]
-    return Harvest(path, ports, unnamed, harvest_drafts(group_replies(unnamed), ports))
+    drafts = harvest_drafts(group_replies(unnamed), ports)
+    name_drafts(drafts, names or {})
+    return Harvest(path, ports, unnamed, drafts)
 
 
 def excerpt(data: bytes, limit: int = EXCERPT) -> str:
