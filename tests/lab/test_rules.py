@@ -73,6 +73,11 @@ CASES = [
     Case("services.probes", "GetRequest", "http", "Grafana http", "target-web", 3000),
     Case("services.probes", "GetRequest", "http", "Kubernetes Dashboard", "target-web", 9090),
     Case("services.probes", "GetRequest", "http", "ClickHouse DBMS", "target-db", 8123, info="HTTP interface"),
+    # learned.probes: drafted by the harvest from a lab scan (README "Harvest"), on both hosts that serve them
+    Case("learned.probes", "NULL", "nats", "NATS server", "target-db", 4222, version="2.9.10"),
+    Case("learned.probes", "NULL", "tarantool", "Tarantool", "target-mail", 3301, version="2.6.0",
+         info="binary protocol"),
+    Case("learned.probes", "GenericLines", "beanstalkd", "beanstalkd", "target-db", 11300),
 ]
 
 # Real services that stock rules identify: the merged file must still name them so (our rules go first).
