@@ -779,6 +779,7 @@ class Harvest:
 
 
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_PORT = re.compile(r"[0-9]+")
 
 
 def parse_names(specs: Iterable[str]) -> dict[int, str]:
@@ -786,7 +787,8 @@ def parse_names(specs: Iterable[str]) -> dict[int, str]:
     names: dict[int, str] = {}
     for spec in specs:
         port, sep, name = spec.partition("=")
-        if not (sep and port.isdigit() and 1 <= int(port) <= 65535 and _SERVICE_NAME.fullmatch(name)):
+        # ASCII digits only: str.isdigit() also takes '²' (int() refuses it) and other scripts' digits
+        if not (sep and _PORT.fullmatch(port) and 1 <= int(port) <= 65535 and _SERVICE_NAME.fullmatch(name)):
             raise ScanfleetError(f"--name {spec!r}: give PORT=NAME, a port 1-65535 and a service name of letters, "
                                  "digits and _.+- (e.g. --name 4222=nats)")
         if names.get(int(port), name) != name:

@@ -260,8 +260,10 @@ def test_parse_names() -> None:
 
 
 @pytest.mark.parametrize("spec", ["x=nats", "70000=a", "0=a", "4222=", "4222=na/ts", "4222", "=nats", "4222=na ts",
-                                  "-1=a"])
+                                  "-1=a", "\u00b2=nats", "\u0664\u0662\u0662\u0662=nats"])
 def test_parse_names_refuses(spec: str) -> None:
+    """Every malformed spec is a ScanfleetError naming it, with an example; the port is ASCII digits only ('\u00b2'
+    passes str.isdigit() but not int(), the Arabic-Indic digits of 4222 pass both)."""
     with pytest.raises(ScanfleetError) as info:
         hv.parse_names([spec])
     message = str(info.value)
