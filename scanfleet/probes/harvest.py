@@ -299,9 +299,12 @@ def _words(data: bytes) -> list[bytes]:
     out: list[bytes] = []
     pos = 0
     for m in _BLOB.finditer(data):
-        start = m.start()
-        # a run inside a longer word (a hostname's tail, say) is not a blob of its own
-        if (start and data[start - 1:start] in b"._:-") or not _is_blob(m.group()):
+        start, end = m.start(), m.end()
+        # a run inside a longer word (a hostname's label, say: a word joined by . _ : - on either side) is not a
+        # blob of its own
+        joined_before = start > 0 and data[start - 1] in b"._:-"
+        joined_after = end + 1 < len(data) and data[end] in b"._:-" and chr(data[end + 1]).isalnum()
+        if joined_before or joined_after or not _is_blob(m.group()):
             continue
         out += _TOKEN.findall(data[pos:start])
         out.append(m.group())

@@ -240,6 +240,13 @@ def test_a_tarantool_salt_is_one_token() -> None:
     assert all(hv._near_equal(hv.tokens(greetings[0]), hv.tokens(g)) for g in greetings)
 
 
+@pytest.mark.parametrize("word", [b"Mail7Relay3Host9ab.example.test", b"mail.Relay3Host9abXYZ12.test",
+                                  b"node-Relay3Host9abXYZ12", b"Relay3Host9abXYZ12_x"])
+def test_a_letter_digit_run_inside_a_longer_word_stays_in_that_word(word: bytes) -> None:
+    # a hostname label of 16+ mixed letters and digits, first, inside or last: the whole name is one word
+    assert hv.tokens(b"220 " + word + b" ready\r\n") == [b"220", b" ", word, b" ", b"ready", b"\r", b"\n"]
+
+
 def test_is_id_by_form() -> None:
     values = varying_values()
     ids = values["uuid"] | values["server_id"] | values["salt"]
