@@ -299,9 +299,12 @@ def _words(data: bytes) -> list[bytes]:
     out: list[bytes] = []
     pos = 0
     for m in _BLOB.finditer(data):
-        start = m.start()
-        # a run inside a longer word (a hostname's tail, say) is not a blob of its own
-        if (start and data[start - 1:start] in b"._:-") or not _is_blob(m.group()):
+        start, end = m.start(), m.end()
+        # a run inside a longer word (a hostname's label, say: a word joined by . _ : - on either side) is not a
+        # blob of its own
+        joined_before = start > 0 and data[start - 1] in b"._:-"
+        joined_after = end + 1 < len(data) and data[end] in b"._:-" and chr(data[end + 1]).isalnum()
+        if joined_before or joined_after or not _is_blob(m.group()):
             continue
         out += _TOKEN.findall(data[pos:start])
         out.append(m.group())
@@ -779,6 +782,7 @@ class Harvest:
 
 
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_PORT = re.compile(r"[0-9]+")
 
 
 def parse_names(specs: Iterable[str]) -> dict[int, str]:
@@ -786,7 +790,8 @@ def parse_names(specs: Iterable[str]) -> dict[int, str]:
     names: dict[int, str] = {}
     for spec in specs:
         port, sep, name = spec.partition("=")
-        if not (sep and port.isdigit() and 1 <= int(port) <= 65535 and _SERVICE_NAME.fullmatch(name)):
+        # ASCII digits only: str.isdigit() also takes '²' (int() refuses it) and other scripts' digits
+        if not (sep and _PORT.fullmatch(port) and 1 <= int(port) <= 65535 and _SERVICE_NAME.fullmatch(name)):
             raise ScanfleetError(f"--name {spec!r}: give PORT=NAME, a port 1-65535 and a service name of letters, "
                                  "digits and _.+- (e.g. --name 4222=nats)")
         if names.get(int(port), name) != name:
