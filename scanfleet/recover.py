@@ -305,6 +305,11 @@ SELECTION_FILE = "selection.json"
 # options of pass 2 left out of the user's service-scan options: it reruns the banner wait, not the scripts
 _PASS2_DROP = ("-sV", "-sC", "-A", "-O", "--traceroute", "--osscan-limit", "--osscan-guess", "--fuzzy")
 _PASS2_DROP_PREFIXES = ("--script", "--osscan-", "--max-os-tries")
+# -sV always runs NSE's "version" scripts (nmap.cc: o.scriptversion follows o.servicescan), and no option turns
+# them off. They ran in the fast pass on these same ports; in pass 2 they are capped: in the lab sweep the HTTP
+# ones (vmware-version, hnap-info, http-trane-info ...) waited 4 s on silent ports 443/8000/8443, 4 of the 10.8 s
+# of target-web's pass-2 job.
+PASS2_SCRIPT_TIMEOUT = "1s"
 
 
 def wants_service_scan(options: Sequence[str]) -> bool:
@@ -315,7 +320,8 @@ def wants_service_scan(options: Sequence[str]) -> bool:
 def pass2_options(options: Sequence[str]) -> list[str]:
     """The nmap options of pass 2 from the scan's OPTIONS: the service-scan options of a two-phase scan (no
     ``-p``, no host discovery, ``-Pn``: :func:`scanfleet.twophase.phase_options`) without scripts, OS detection
-    and traceroute (``-A`` becomes ``-sV``), and ``-sV``."""
+    and traceroute (``-A`` becomes ``-sV``), then ``--script-timeout`` :data:`PASS2_SCRIPT_TIMEOUT` (the version
+    scripts -sV runs anyway) and ``-sV``."""
     service = twophase.phase_options(options, "service")
     out, skip = [], False
     for option in service:
@@ -330,7 +336,7 @@ def pass2_options(options: Sequence[str]) -> list[str]:
         if option in _PASS2_DROP or name.startswith(_PASS2_DROP_PREFIXES):
             continue
         out.append(option)
-    return [*out, "-sV"]
+    return [*out, "--script-timeout", PASS2_SCRIPT_TIMEOUT, "-sV"]
 
 
 def fast_inputs(results: str | Path, run_id: str, *, two_phase: bool = False) -> list[Pass1Input]:

@@ -52,9 +52,12 @@ def views(planned: dict) -> list[dict]:
 
 
 def test_pass2_options_rerun_the_banner_wait_not_the_scripts():
-    assert recover.pass2_options(OPTIONS) == ["--privileged", "-T4", "-sS", "-v", "-Pn", "-sV"]
-    assert recover.pass2_options(["-sT", "-A", "--script=vuln", "--version-intensity", "5"]) == [
-        "-sT", "--version-intensity", "5", "-Pn", "-sV"]
+    # the user's scripts and their timeout are dropped; -sV's own version scripts are capped at 1 s
+    assert recover.pass2_options(OPTIONS) == ["--privileged", "-T4", "-sS", "-v", "-Pn", "--script-timeout", "1s",
+                                              "-sV"]
+    assert recover.pass2_options(["-sT", "-A", "--script=vuln", "--version-intensity", "5", "--script-timeout",
+                                  "10s"]) == [
+        "-sT", "--version-intensity", "5", "-Pn", "--script-timeout", "1s", "-sV"]
     assert recover.wants_service_scan(OPTIONS) and recover.wants_service_scan(["-A"])
     assert not recover.wants_service_scan(["-sS", "-p", "25", "--version-all"])
 
@@ -68,7 +71,7 @@ def test_the_role_path_plans_runs_records_and_merges_pass_2(tmp_path, nmap_dtd):
     assert [(v["id"], v["host"], v["lines"], v["ports"], v["ipv6"]) for v in views(first)] == [
         ("pass2-001", "scanner-a", [A], "T:25,1337,2121,7001", False),
         ("pass2-002", "scanner-b", [B], "T:25,587", False)]
-    assert first["options"] == ["--privileged", "-T4", "-sS", "-v", "-Pn", "-sV"]
+    assert first["options"] == ["--privileged", "-T4", "-sS", "-v", "-Pn", "--script-timeout", "1s", "-sV"]
     assert first["environment"] == {"SCANFLEET_SERVICE_WAIT_MS": "6000"}
     assert (first["total"], first["covered"], first["done"]) == (6, 0, False)
     assert first["lines"][0] == ("pass 2: 6 ports of 8 open left unnamed by the fast pass (4 table, 1 tcpwrapped, "
