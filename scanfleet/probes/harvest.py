@@ -51,7 +51,8 @@ one port, say): a UUID, 16 and more hex digits, a base64 run as above, or 16 and
 holding both (``NB22YMW5JJMBVRCL7TDV...``); another host has another. The regex (flags ``s``, so ``.``
 also matches line ends) is anchored at ``^`` and built from the stable tokens, escaped; a variable
 position becomes a gap that stops at the next stable byte and at line ends (``[^"\r\n]+``), never the
-varying text itself. Where the reply is:
+varying text itself; spaces that pad a line to its end become `` *`` (their number follows the length of
+what stands before them). Where the reply is:
 
 * HTTP (``HTTP/1.x NNN``): the status line, then the ``Server:`` header when it is stable (header order
   free: ``(?:[^\r\n]*\r\n)*?``), then the page's ``<title>`` when stable, else the start of the body;
@@ -530,12 +531,26 @@ def _is_version(tok: bytes | None) -> bool:
     return tok is not None and bool(_VERSION.fullmatch(tok)) and not _IPV4.fullmatch(tok)
 
 
+def _pads_to_line_end(tmpl: Sequence[bytes | None], i: int, stop: int) -> bool:
+    """True when position I starts or continues a run of spaces that ends at a line end before STOP."""
+    j = i
+    while j < stop and tmpl[j] == b" ":
+        j += 1
+    return j < stop and tmpl[j] in (b"\r", b"\n")
+
+
 def _sequence(tmpl: Sequence[bytes | None], start: int, stop: int, values: list[list[bytes]],
               state: dict[str, int]) -> str:
-    """Regex for template positions START..STOP: literals escaped, variables as gaps, versions captured."""
+    """Regex for template positions START..STOP: literals escaped, variables as gaps, versions captured, and
+    spaces that pad a line to its end as `` *`` (a field padded to a fixed width, e.g. Tarantool's greeting
+    lines: how many depends on the length of the version and ids before them)."""
     parts: list[str] = []
     for i in range(start, stop):
         tok = tmpl[i]
+        if tok == b" " and _pads_to_line_end(tmpl, i, stop):
+            if not parts or parts[-1] != " *":
+                parts.append(" *")
+            continue
         column = [v[i] for v in values]
         nxt = next((t for t in tmpl[i + 1:stop + 1] if t is not None), b"") if i + 1 <= len(tmpl) else b""
         if all(_is_version(v) for v in column) and not state["version"]:

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,8 +156,11 @@ def scanner_prefixes() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def patched_nmap(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(nmap binary, its data directory): a private copy, so that a rebuild elsewhere cannot pull it away."""
+def patched_nmap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """(nmap binary, its data directory): a private copy, so that a rebuild elsewhere cannot pull it away.
+
+    NMAPDIR names the copy's data for the session: the merged file's validation runs the binary without
+    --datadir, and a scanner host's build was compiled for a data directory that exists only on that host."""
     chosen = os.environ.get("SCANFLEET_LAB_NMAP_PREFIX")
     for prefix in [Path(chosen)] if chosen else [*BUILD_TEST_NMAPS, *scanner_prefixes()]:
         binary, data = prefix / "bin" / "nmap", prefix / "share" / "nmap"
@@ -170,7 +174,10 @@ def patched_nmap(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             continue  # being rebuilt right now: try the next one
         out = subprocess.run([str(copy / "nmap"), "--version"], capture_output=True, text=True, check=False)
         if out.returncode == 0:
-            return copy / "nmap", copy / "share"
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("NMAPDIR", str(copy / "share"))
+                yield copy / "nmap", copy / "share"
+            return
     unavailable(f"no patched nmap{' at ' + chosen if chosen else ''}: build one (pytest -m build), provision a "
                 "scanner host (make provision) or set SCANFLEET_LAB_NMAP_PREFIX")
 
